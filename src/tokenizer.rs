@@ -1,0 +1,485 @@
+//! The o200k_harmony vocabulary and a byte-pair-encoding tokenizer for it.
+//!
+//! * Ranks 0..199,997 are o200k_base, embedded at build time (see `build.rs`); no file is read
+//!   or downloaded at run time. The table is parsed once per process ([`tokenizer`]).
+//! * Ids 199,998..=201,088 are special tokens (`<|start|>`, `<|channel|>`, ... and
+//!   `<|reserved_N|>` for the rest), as in openai-harmony 0.0.8.
+//! * Pre-tokenization follows the o200k pattern exactly. The pattern's one look-ahead
+//!   alternative (`\s+(?!\S)`) is emulated after a look-ahead-free match, so a DFA regex can
+//!   be used (the reference uses a backtracking engine).
+//! * Merging is the reference's "lowest rank first, leftmost on ties" rule; long pieces use a
+//!   heap so that a 16,000-character piece costs O(n log n) instead of O(n^2).
+
+use std::collections::BinaryHeap;
+use std::cmp::Reverse;
+use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{HarmonyError, Result};
+
+/// A token id.
+pub type Rank = u32;
+
+/// Number of ordinary (byte-pair) ranks: 0..199,997.
+pub const N_BASE: Rank = 199_998;
+/// Number of ids in o200k_harmony (0..=201,088), as in the reference.
+pub const N_VOCAB: Rank = 201_089;
+
+/// Ids of the Harmony formatting tokens.
+pub mod ids {
+    use super::Rank;
+    pub const STARTOFTEXT: Rank = 199_998;
+    pub const ENDOFTEXT: Rank = 199_999;
+    pub const RETURN: Rank = 200_002;
+    pub const CONSTRAIN: Rank = 200_003;
+    pub const CHANNEL: Rank = 200_005;
+    pub const START: Rank = 200_006;
+    pub const END: Rank = 200_007;
+    pub const MESSAGE: Rank = 200_008;
+    pub const CALL: Rank = 200_012;
+}
+
+/// SHA-256 of the published o200k_base.tiktoken file.
+pub const O200K_BASE_SHA256: &str =
+    "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d";
+
+/// The o200k pre-tokenizer pattern with its look-ahead alternative `\s+(?!\S)` folded into
+/// the final `\s+` (the look-ahead is applied in [`Tokenizer::next_piece`]).
+const PATTERN: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}",
+    r"| ?[^\s\p{L}\p{N}]+[\r\n/]*",
+    r"|\s*[\r\n]+",
+    r"|\s+",
+);
+
+static RANKS_BIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_ranks.bin"));
+
+/// The o200k_harmony tokenizer. Obtain the shared instance with [`tokenizer`].
+pub struct Tokenizer {
+    offsets: Vec<u32>,
+    blob: &'static [u8],
+    encoder: FxHashMap<&'static [u8], Rank>,
+    special_names: Vec<String>,
+    special_ids: FxHashMap<String, Rank>,
+    regex: regex::Regex,
+}
+
+static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+
+/// The process-wide tokenizer, built on first use (a few milliseconds) and shared.
+pub fn tokenizer() -> &'static Tokenizer {
+    TOKENIZER.get_or_init(Tokenizer::build)
+}
+
+/// The name of special token `id` (199,998..=201,088).
+fn special_name(id: Rank) -> String {
+    match id {
+        ids::STARTOFTEXT => "<|startoftext|>".into(),
+        ids::ENDOFTEXT => "<|endoftext|>".into(),
+        ids::RETURN => "<|return|>".into(),
+        ids::CONSTRAIN => "<|constrain|>".into(),
+        ids::CHANNEL => "<|channel|>".into(),
+        ids::START => "<|start|>".into(),
+        ids::END => "<|end|>".into(),
+        ids::MESSAGE => "<|message|>".into(),
+        ids::CALL => "<|call|>".into(),
+        other => format!("<|reserved_{other}|>"),
+    }
+}
+
+impl Tokenizer {
+    fn build() -> Tokenizer {
+        let n = u32::from_le_bytes(RANKS_BIN[0..4].try_into().unwrap());
+        assert_eq!(n, N_BASE, "embedded rank table is corrupt");
+        let lens = &RANKS_BIN[4..4 + 2 * n as usize];
+        let blob: &'static [u8] = &RANKS_BIN[4 + 2 * n as usize..];
+        let mut offsets = Vec::with_capacity(n as usize + 1);
+        let mut encoder =
+            FxHashMap::with_capacity_and_hasher(n as usize, Default::default());
+        let mut pos = 0u32;
+        for rank in 0..n {
+            offsets.push(pos);
+            let len = u16::from_le_bytes([lens[2 * rank as usize], lens[2 * rank as usize + 1]]);
+            let end = pos + len as u32;
+            encoder.insert(&blob[pos as usize..end as usize], rank);
+            pos = end;
+        }
+        offsets.push(pos);
+        assert_eq!(pos as usize, blob.len(), "embedded rank table is corrupt");
+        let special_names: Vec<String> = (N_BASE..N_VOCAB).map(special_name).collect();
+        let special_ids = special_names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), N_BASE + i as Rank))
+            .collect();
+        let regex = regex::Regex::new(PATTERN).expect("o200k pattern compiles");
+        Tokenizer { offsets, blob, encoder, special_names, special_ids, regex }
+    }
+
+    /// Number of ids (201,089).
+    pub fn n_vocab(&self) -> u32 {
+        N_VOCAB
+    }
+
+    /// Whether `id` is a special token (199,998..=201,088).
+    pub fn is_special(&self, id: Rank) -> bool {
+        (N_BASE..N_VOCAB).contains(&id)
+    }
+
+    /// The bytes of one token (a special token's bytes are its name), or `None` if out of range.
+    #[inline]
+    pub fn token_bytes(&self, id: Rank) -> Option<&[u8]> {
+        if id < N_BASE {
+            let s = self.offsets[id as usize] as usize;
+            let e = self.offsets[id as usize + 1] as usize;
+            Some(&self.blob[s..e])
+        } else if id < N_VOCAB {
+            Some(self.special_names[(id - N_BASE) as usize].as_bytes())
+        } else {
+            None
+        }
+    }
+
+    /// The id of a special token given its name (`"<|start|>"`).
+    pub fn special_id(&self, name: &str) -> Option<Rank> {
+        self.special_ids.get(name).copied()
+    }
+
+    /// All special token names, in id order.
+    pub fn special_names(&self) -> &[String] {
+        &self.special_names
+    }
+
+    /// The rank of an exact byte string, if it is a single ordinary token.
+    #[inline]
+    pub fn rank_of(&self, bytes: &[u8]) -> Option<Rank> {
+        self.encoder.get(bytes).copied()
+    }
+
+    /// Concatenated bytes of `tokens`; errors on an id outside the vocabulary.
+    pub fn decode_bytes(&self, tokens: &[Rank]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(tokens.len() * 4);
+        for &t in tokens {
+            out.extend_from_slice(self.token_bytes(t).ok_or(HarmonyError::InvalidToken(t))?);
+        }
+        Ok(out)
+    }
+
+    /// Decodes `tokens` as UTF-8, failing on invalid ids or invalid UTF-8.
+    pub fn decode_utf8(&self, tokens: &[Rank]) -> Result<String> {
+        let bytes = self.decode_bytes(tokens).map_err(|e| match e {
+            HarmonyError::InvalidToken(t) => HarmonyError::InvalidUtf8(format!(
+                "Invalid token error: Invalid token for decoding: {t}"
+            )),
+            other => other,
+        })?;
+        String::from_utf8(bytes).map_err(|e| HarmonyError::InvalidUtf8(e.to_string()))
+    }
+
+    /// Encodes text with no special-token handling: `<|end|>` in the text is ordinary text.
+    pub fn encode_ordinary(&self, text: &str) -> Vec<Rank> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        self.encode_ordinary_into(text, &mut out);
+        out
+    }
+
+    /// Like [`encode_ordinary`](Self::encode_ordinary), appending to `out`.
+    pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<Rank>) {
+        let mut pos = 0;
+        while pos < text.len() {
+            let end = self.next_piece(text, pos);
+            self.encode_piece(&text.as_bytes()[pos..end], out);
+            pos = end;
+        }
+    }
+
+    /// Calls `f` with each pre-tokenizer piece of `text` (for tests and tools).
+    pub fn pieces<'a>(&self, text: &'a str) -> Vec<&'a str> {
+        let mut v = Vec::new();
+        let mut pos = 0;
+        while pos < text.len() {
+            let end = self.next_piece(text, pos);
+            v.push(&text[pos..end]);
+            pos = end;
+        }
+        v
+    }
+
+    /// End of the pre-tokenizer piece starting at `pos` (every position starts a piece).
+    #[inline]
+    fn next_piece(&self, text: &str, pos: usize) -> usize {
+        let m = match self.regex.find_at(text, pos) {
+            Some(m) if m.start() == pos => m,
+            // Unreachable for valid UTF-8: every character matches some alternative. Be safe.
+            _ => {
+                let c = text[pos..].chars().next().map_or(1, |c| c.len_utf8());
+                return pos + c;
+            }
+        };
+        let piece = m.as_str();
+        let end = m.end();
+        // Emulate `\s+(?!\S)`: a whitespace run (without a trailing newline, which the
+        // `\s*[\r\n]+` alternative would have taken) that is followed by a non-space
+        // character gives its last character to the next piece, if it has two or more.
+        if end < text.len() {
+            let mut chars = piece.chars();
+            if let Some(last) = chars.next_back() {
+                if last != '\r'
+                    && last != '\n'
+                    && last.is_whitespace()
+                    && chars.clone().next().is_some()
+                    && chars.all(char::is_whitespace)
+                {
+                    return end - last.len_utf8();
+                }
+            }
+        }
+        end
+    }
+
+    /// Byte-pair encodes one piece, appending its ids to `out`.
+    #[inline]
+    fn encode_piece(&self, piece: &[u8], out: &mut Vec<Rank>) {
+        if let Some(r) = self.rank_of(piece) {
+            out.push(r);
+            return;
+        }
+        if piece.len() <= 256 {
+            self.merge_small(piece, out);
+        } else {
+            self.merge_heap(piece, out);
+        }
+    }
+
+    /// Quadratic merge for short pieces (fast in practice): lowest rank first, leftmost on ties.
+    fn merge_small(&self, piece: &[u8], out: &mut Vec<Rank>) {
+        // parts[i] = (start offset, rank of the pair starting at part i)
+        let rank = |parts: &[(usize, Rank)], i: usize| -> Rank {
+            if i + 2 < parts.len() {
+                self.rank_of(&piece[parts[i].0..parts[i + 2].0]).unwrap_or(Rank::MAX)
+            } else {
+                Rank::MAX
+            }
+        };
+        let mut parts: Vec<(usize, Rank)> = (0..=piece.len()).map(|i| (i, Rank::MAX)).collect();
+        for i in 0..parts.len().saturating_sub(2) {
+            parts[i].1 = rank(&parts, i);
+        }
+        loop {
+            if parts.len() <= 2 {
+                break;
+            }
+            let mut best = (Rank::MAX, 0usize);
+            for (i, p) in parts[..parts.len() - 2].iter().enumerate() {
+                if p.1 < best.0 {
+                    best = (p.1, i);
+                }
+            }
+            if best.0 == Rank::MAX {
+                break;
+            }
+            let i = best.1;
+            parts.remove(i + 1);
+            parts[i].1 = rank(&parts, i);
+            if i > 0 {
+                parts[i - 1].1 = rank(&parts, i - 1);
+            }
+        }
+        for w in parts.windows(2) {
+            out.push(self.rank_of(&piece[w[0].0..w[1].0]).expect("merged parts are tokens"));
+        }
+    }
+
+    /// Heap-based merge with the same result as [`merge_small`](Self::merge_small), in
+    /// O(n log n): used for long pieces (e.g. 16,000 identical letters).
+    fn merge_heap(&self, piece: &[u8], out: &mut Vec<Rank>) {
+        let n = piece.len();
+        // Node i is a part starting at byte i (alive while start[i] is its own start).
+        let mut next: Vec<usize> = (1..=n).collect(); // next part's start (n = end)
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut alive = vec![true; n];
+        let pair_rank = |next: &[usize], i: usize| -> Rank {
+            let j = next[i];
+            if j >= n {
+                return Rank::MAX;
+            }
+            let k = next[j];
+            self.rank_of(&piece[i..k]).unwrap_or(Rank::MAX)
+        };
+        let mut heap: BinaryHeap<Reverse<(Rank, usize)>> = BinaryHeap::with_capacity(n);
+        for i in 0..n {
+            let r = pair_rank(&next, i);
+            if r != Rank::MAX {
+                heap.push(Reverse((r, i)));
+            }
+        }
+        while let Some(Reverse((r, i))) = heap.pop() {
+            if !alive[i] || pair_rank(&next, i) != r {
+                continue; // stale entry
+            }
+            let j = next[i];
+            alive[j] = false;
+            next[i] = next[j];
+            if next[i] < n {
+                prev[next[i]] = i;
+            }
+            let r_i = pair_rank(&next, i);
+            if r_i != Rank::MAX {
+                heap.push(Reverse((r_i, i)));
+            }
+            let p = prev[i];
+            if p != usize::MAX {
+                let r_p = pair_rank(&next, p);
+                if r_p != Rank::MAX {
+                    heap.push(Reverse((r_p, p)));
+                }
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            let j = next[i];
+            out.push(self.rank_of(&piece[i..j]).expect("merged parts are tokens"));
+            i = j;
+        }
+    }
+
+    /// Finds the leftmost special-token string in `text` for which `pred(id)` is true.
+    /// Returns (byte start, byte end, id).
+    pub fn find_special(&self, text: &str, pred: impl Fn(Rank) -> bool) -> Option<(usize, usize, Rank)> {
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        while let Some(off) = find2(&bytes[from..], b'<', b'|') {
+            let start = from + off;
+            if let Some(close) = find2(&bytes[start + 2..], b'|', b'>') {
+                let end = start + 2 + close + 2;
+                if let Some(&id) = self.special_ids.get(&text[start..end]) {
+                    if pred(id) {
+                        return Some((start, end, id));
+                    }
+                }
+            } else {
+                return None;
+            }
+            from = start + 1;
+        }
+        None
+    }
+
+    /// Encodes text, turning the special-token strings for which `allowed(id)` is true into
+    /// their ids and everything else into ordinary tokens (tiktoken's `encode` semantics;
+    /// the disallowed-special check is done by the caller with [`find_special`](Self::find_special)).
+    pub fn encode_with_special(&self, text: &str, allowed: impl Fn(Rank) -> bool) -> Vec<Rank> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let mut pos = 0;
+        while let Some((s, e, id)) = self.find_special(&text[pos..], &allowed) {
+            self.encode_ordinary_into(&text[pos..pos + s], &mut out);
+            out.push(id);
+            pos += e;
+        }
+        self.encode_ordinary_into(&text[pos..], &mut out);
+        out
+    }
+
+    /// The exact text of the o200k_base.tiktoken file (base64 token, space, rank, newline),
+    /// rebuilt from the embedded table: its SHA-256 is [`O200K_BASE_SHA256`].
+    pub fn o200k_base_tiktoken_file(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let mut out = Vec::with_capacity(3_700_000);
+        for rank in 0..N_BASE {
+            let b = self.token_bytes(rank).unwrap();
+            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(rank.to_string().as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// Position of the first occurrence of the two-byte sequence `a b` in `hay`.
+#[inline]
+fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < hay.len() {
+        match hay[i..hay.len() - 1].iter().position(|&c| c == a) {
+            Some(p) => {
+                let k = i + p;
+                if hay[k + 1] == b {
+                    return Some(k);
+                }
+                i = k + 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn embedded_ranks_hash_to_published_sha256() {
+        let file = tokenizer().o200k_base_tiktoken_file();
+        assert_eq!(file.len(), 3_613_922);
+        let digest = Sha256::digest(&file);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, O200K_BASE_SHA256);
+    }
+
+    #[test]
+    fn specials() {
+        let t = tokenizer();
+        assert_eq!(t.special_id("<|start|>"), Some(200_006));
+        assert_eq!(t.special_id("<|reserved_200013|>"), Some(200_013));
+        assert_eq!(t.special_id("<|endofprompt|>"), None);
+        assert_eq!(t.token_bytes(201_088), Some(&b"<|reserved_201088|>"[..]));
+        assert_eq!(t.token_bytes(201_089), None);
+        assert_eq!(t.special_names().len(), 1091);
+    }
+
+    #[test]
+    fn whitespace_lookahead_emulation() {
+        let t = tokenizer();
+        assert_eq!(t.pieces("a   b"), vec!["a", "  ", " b"]);
+        assert_eq!(t.pieces("a \n  b"), vec!["a", " \n", " ", " b"]);
+        assert_eq!(t.pieces("a   "), vec!["a", "   "]);
+        assert_eq!(t.pieces("x\t\ty"), vec!["x", "\t", "\ty"]);
+    }
+
+    fn merge_both(piece: &[u8]) -> (Vec<Rank>, Vec<Rank>) {
+        let t = tokenizer();
+        let (mut a, mut b) = (vec![], vec![]);
+        t.merge_small(piece, &mut a);
+        t.merge_heap(piece, &mut b);
+        (a, b)
+    }
+
+    #[test]
+    fn heap_merge_equals_quadratic_merge() {
+        for s in ["aaaaaaaaaaaaaaaaaaaaaaa", "hello world", "ababababababab", "\u{1F600}\u{1F600}xx"] {
+            let (a, b) = merge_both(s.as_bytes());
+            assert_eq!(a, b, "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_heap_equals_small(s in "\\PC{0,80}") {
+            let (a, b) = merge_both(s.as_bytes());
+            proptest::prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn prop_roundtrip(s in "\\PC{0,200}") {
+            let t = tokenizer();
+            let ids = t.encode_ordinary(&s);
+            proptest::prop_assert_eq!(t.decode_utf8(&ids).unwrap(), s);
+        }
+    }
+}
