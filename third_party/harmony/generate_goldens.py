@@ -952,6 +952,14 @@ def render_cases() -> list[tuple[str, list]]:
     add("drop/user_analysis_channel", pre + [U("user analysis").with_channel("analysis"), A("answer", ch="final")])
     add("drop/tool_analysis_channel", pre + [TOOL("python", "out", ch="analysis"), A("answer", ch="final")])
     add("drop/empty_analysis", pre + [A("", ch="analysis"), A("answer", ch="final")])
+    add("drop/user_final_channel_last", pre + [A("think", ch="analysis"), A("answer", ch="final"),
+                                               U("user on final").with_channel("final")])
+    add("drop/user_final_before_analysis", pre + [U("uf").with_channel("final"), A("think", ch="analysis"),
+                                                  A("answer", ch="final")])
+    add("drop/tool_final_channel_last", pre + [A("think", ch="analysis"), A('{}', ch="commentary", to="functions.f"),
+                                               TOOL("functions.f", "r", ch="final")])
+    add("drop/system_developer_analysis_channel",
+        [SYS(), DEV("d").with_channel("analysis"), U("Q1"), A("think", ch="analysis"), A("answer", ch="final")])
     add("drop/four_turns_mixed",
         pre + [A("t1", ch="analysis"), A("a1", ch="final"), U("Q2"), A("a2", ch="final"), U("Q3"),
                A("t3", ch="analysis"), A('{}', ch="commentary", to="functions.f"), TOOL("functions.f", "r"),
@@ -1093,6 +1101,12 @@ def parse_bases() -> list[tuple[str, list[int], str | None]]:
     add("doubled_to", toks(SA + "<|channel|>commentary to=functions.f to=functions.g<|message|>{}<|call|>"), NA)
     add("constrain_response", toks(SA + "<|channel|>commentary to=functions.f <|constrain|>response<|message|>{}<|call|>"), NA)
     add("constrain_json_then_json", toks(SA + "<|channel|>commentary to=functions.f <|constrain|>json json<|message|>{}<|call|>"), NA)
+    add("dash_words_after_channel", toks(SA + "<|channel|>commentary ––commentary to=functions.f<|message|>{}<|call|>"), NA)
+    add("recipient_both_positions", toks("<|start|>assistant to=functions.f<|channel|>commentary to=functions.g<|message|>{}<|call|>"), NA)
+    add("constrain_twice", toks(SA + "<|channel|>final <|constrain|>json <|constrain|>response<|message|>{}<|end|>"), NA)
+    add("refusal_role_given", toks(" I can't help with that.<|end|>"), AS)
+    add("missing_message_then_valid_role", toks("<|channel|>final Hello<|end|>" + SA + "<|channel|>final<|message|>Hi<|end|>"), AS)
+    add("channel_words_json_no_to", toks(SA + "<|channel|>commentary json<|message|>{}<|end|>"), NA)
     add("duplicated_channel_marker", toks(SA + "<|channel|>analysis<|channel|>analysis<|message|>x<|end|>"), NA)
     add("channel_then_recipient_then_channel", toks(SA + "<|channel|>commentary to=functions.f<|channel|>commentary<|message|>{}<|call|>"), NA)
     add("space_before_channel", toks(SA + " <|channel|>final<|message|>x<|end|>"), NA)
