@@ -382,6 +382,7 @@ macro_rules! limit_props {
             $(
                 #[getter] fn $f(&self) -> usize { self.inner.$f }
             )*
+            #[pyo3(signature = (**kwargs))]
             fn replace(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
                 let mut inner = self.inner;
                 if let Some(kw) = kwargs {
