@@ -6,6 +6,11 @@
 //!
 //! Limits (message count, bytes, schema depth, prompt tokens) are checked before tokenizing.
 
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::{FxHashMap, FxHasher};
+
 use crate::chat::{Content, DeveloperContent, Message, Role, SystemContent};
 use crate::error::{HarmonyError, Result};
 use crate::limits::{check, Limits};
@@ -35,6 +40,123 @@ impl Default for RenderConversationConfig {
 }
 
 const CONSTRAIN_MARKER: &str = "<|constrain|>";
+
+/// A bounded cache of rendered messages, so that a chat loop that re-renders a growing
+/// conversation every turn tokenizes each message once. Keyed by a hash of the message and
+/// confirmed by full equality (no collision can return wrong ids). When the cached text
+/// exceeds its byte budget the cache starts over; messages over 1 MiB are not cached.
+pub struct RenderCache {
+    inner: Mutex<CacheInner>,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: FxHashMap<u64, Vec<(Message, bool, Arc<[Rank]>)>>,
+    bytes: usize,
+}
+
+impl Default for RenderCache {
+    fn default() -> Self {
+        RenderCache { inner: Mutex::new(CacheInner::default()), max_bytes: 32 << 20 }
+    }
+}
+
+const CACHE_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+impl RenderCache {
+    fn key(m: &Message, fn_tools: bool) -> u64 {
+        let mut h = FxHasher::default();
+        fn_tools.hash(&mut h);
+        hash_message(m, &mut h);
+        h.finish()
+    }
+
+    fn get(&self, key: u64, m: &Message, fn_tools: bool) -> Option<Arc<[Rank]>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .map
+            .get(&key)?
+            .iter()
+            .find(|(cm, f, _)| *f == fn_tools && cm == m)
+            .map(|(_, _, ids)| ids.clone())
+    }
+
+    fn put(&self, key: u64, m: &Message, fn_tools: bool, ids: Arc<[Rank]>) {
+        let size = m.byte_size() + ids.len() * 4 + 64;
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.bytes + size > self.max_bytes {
+            inner.map.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += size;
+        inner.map.entry(key).or_default().push((m.clone(), fn_tools, ids));
+    }
+
+    /// Number of cached messages (for tests).
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).map.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn hash_json(v: &serde_json::Value, h: &mut FxHasher) {
+    use serde_json::Value;
+    match v {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, *b).hash(h),
+        Value::Number(n) => (2u8, n.to_string()).hash(h),
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(a) => {
+            (4u8, a.len()).hash(h);
+            a.iter().for_each(|x| hash_json(x, h));
+        }
+        Value::Object(o) => {
+            (5u8, o.len()).hash(h);
+            for (k, x) in o {
+                k.hash(h);
+                hash_json(x, h);
+            }
+        }
+    }
+}
+
+fn hash_namespaces(t: &Option<std::collections::BTreeMap<String, crate::chat::ToolNamespaceConfig>>, h: &mut FxHasher) {
+    if let Some(t) = t {
+        for (k, ns) in t {
+            (k, &ns.name, &ns.description, ns.tools.len()).hash(h);
+            for tool in &ns.tools {
+                (&tool.name, &tool.description).hash(h);
+                if let Some(p) = &tool.parameters {
+                    hash_json(p, h);
+                }
+            }
+        }
+    }
+}
+
+fn hash_message(m: &Message, h: &mut FxHasher) {
+    (m.author.role.as_str(), &m.author.name, &m.channel, &m.recipient, &m.content_type).hash(h);
+    for c in &m.content {
+        match c {
+            Content::Text(t) => (0u8, t).hash(h),
+            Content::System(s) => {
+                (1u8, &s.model_identity, s.reasoning_effort.map(|e| e.as_str()), &s.conversation_start_date, &s.knowledge_cutoff).hash(h);
+                if let Some(cc) = &s.channel_config {
+                    (&cc.valid_channels, cc.channel_required).hash(h);
+                }
+                hash_namespaces(&s.tools, h);
+            }
+            Content::Developer(d) => {
+                (2u8, &d.instructions).hash(h);
+                hash_namespaces(&d.tools, h);
+            }
+        }
+    }
+}
 
 /// Token sink that enforces the prompt-token cap while rendering.
 struct Sink<'a> {
@@ -229,6 +351,25 @@ fn render_message_into(m: &Message, opts: RenderOptions, sink: &mut Sink) -> Res
     }
 }
 
+/// Renders one message through the cache (when given).
+fn render_message_cached(m: &Message, opts: RenderOptions, sink: &mut Sink, cache: Option<&RenderCache>) -> Result<()> {
+    let cache = match cache {
+        Some(c) if m.byte_size() <= CACHE_MAX_MESSAGE_BYTES => c,
+        _ => return render_message_into(m, opts, sink),
+    };
+    let fn_tools = opts.conversation_has_function_tools;
+    let key = RenderCache::key(m, fn_tools);
+    if let Some(ids) = cache.get(key, m, fn_tools) {
+        sink.out.extend_from_slice(&ids);
+        return sink.checked();
+    }
+    let mut tmp = Vec::new();
+    render_message_into(m, opts, &mut Sink { out: &mut tmp, cap: sink.cap })?;
+    sink.out.extend_from_slice(&tmp);
+    cache.put(key, m, fn_tools, tmp.into());
+    sink.checked()
+}
+
 /// Renders one message (`HarmonyEncoding.render`).
 pub fn render_message(m: &Message, opts: RenderOptions, limits: &Limits) -> Result<Vec<Rank>> {
     check_message(m, limits)?;
@@ -264,13 +405,14 @@ pub fn render_conversation_into(
     config: Option<RenderConversationConfig>,
     limits: &Limits,
     out: &mut Vec<Rank>,
+    cache: Option<&RenderCache>,
 ) -> Result<()> {
     let all: Vec<&Message> = messages.iter().collect();
     check_conversation(&all, limits)?;
     let opts = RenderOptions { conversation_has_function_tools: has_function_tools(messages) };
     let mut sink = Sink { out, cap: limits.max_prompt_tokens };
     for m in kept_messages(messages, config) {
-        render_message_into(m, opts, &mut sink)?;
+        render_message_cached(m, opts, &mut sink, cache)?;
     }
     Ok(())
 }
@@ -280,9 +422,10 @@ pub fn render_conversation(
     messages: &[Message],
     config: Option<RenderConversationConfig>,
     limits: &Limits,
+    cache: Option<&RenderCache>,
 ) -> Result<Vec<Rank>> {
     let mut out = Vec::new();
-    render_conversation_into(messages, config, limits, &mut out)?;
+    render_conversation_into(messages, config, limits, &mut out, cache)?;
     Ok(out)
 }
 
@@ -292,9 +435,10 @@ pub fn render_conversation_for_completion(
     next_role: Role,
     config: Option<RenderConversationConfig>,
     limits: &Limits,
+    cache: Option<&RenderCache>,
 ) -> Result<Vec<Rank>> {
     let mut out = Vec::new();
-    render_conversation_into(messages, config, limits, &mut out)?;
+    render_conversation_into(messages, config, limits, &mut out, cache)?;
     let mut sink = Sink { out: &mut out, cap: limits.max_prompt_tokens };
     sink.special(ids::START)?;
     sink.text(next_role.as_str())?;
@@ -307,8 +451,9 @@ pub fn render_conversation_for_training(
     messages: &[Message],
     config: Option<RenderConversationConfig>,
     limits: &Limits,
+    cache: Option<&RenderCache>,
 ) -> Result<Vec<Rank>> {
-    let mut out = render_conversation(messages, config, limits)?;
+    let mut out = render_conversation(messages, config, limits, cache)?;
     if let Some(last) = messages.last() {
         if last.author.role == Role::Assistant && last.channel.as_deref() == Some("final") {
             if let Some(t) = out.last_mut() {
@@ -334,7 +479,13 @@ mod tests {
             Message { author: Author::new(Role::System), content: vec![Content::System(SystemContent::default())], channel: None, recipient: None, content_type: None },
             Message::text(Role::User, "hi <|end|>"),
         ];
-        let ids = render_conversation_for_completion(&msgs, Role::Assistant, Some(Default::default()), &Limits::default()).unwrap();
+        let ids = render_conversation_for_completion(&msgs, Role::Assistant, Some(Default::default()), &Limits::default(), None).unwrap();
+        let cache = RenderCache::default();
+        for _ in 0..2 {
+            let again = render_conversation_for_completion(&msgs, Role::Assistant, Some(Default::default()), &Limits::default(), Some(&cache)).unwrap();
+            assert_eq!(again, ids);
+        }
+        assert_eq!(cache.len(), 2);
         assert_eq!(
             decode(&ids),
             "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|><|start|>user<|message|>hi <|end|><|end|><|start|>assistant"

@@ -64,7 +64,7 @@ pub struct Tokenizer {
     encoder: FxHashMap<&'static [u8], Rank>,
     special_names: Vec<String>,
     special_ids: FxHashMap<String, Rank>,
-    regex: regex::Regex,
+    regex: regex_automata::meta::Regex,
 }
 
 static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
@@ -115,7 +115,7 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, s)| (s.clone(), N_BASE + i as Rank))
             .collect();
-        let regex = regex::Regex::new(PATTERN).expect("o200k pattern compiles");
+        let regex = regex_automata::meta::Regex::new(PATTERN).expect("o200k pattern compiles");
         Tokenizer { offsets, blob, encoder, special_names, special_ids, regex }
     }
 
@@ -211,7 +211,10 @@ impl Tokenizer {
     /// End of the pre-tokenizer piece starting at `pos` (every position starts a piece).
     #[inline]
     fn next_piece(&self, text: &str, pos: usize) -> usize {
-        let m = match self.regex.find_at(text, pos) {
+        let input = regex_automata::Input::new(text)
+            .range(pos..)
+            .anchored(regex_automata::Anchored::Yes);
+        let m = match self.regex.search(&input) {
             Some(m) if m.start() == pos => m,
             // Unreachable for valid UTF-8: every character matches some alternative. Be safe.
             _ => {
@@ -219,8 +222,8 @@ impl Tokenizer {
                 return pos + c;
             }
         };
-        let piece = m.as_str();
         let end = m.end();
+        let piece = &text[pos..end];
         // Emulate `\s+(?!\S)`: a whitespace run (without a trailing newline, which the
         // `\s*[\r\n]+` alternative would have taken) that is followed by a non-space
         // character gives its last character to the next piece, if it has two or more.
@@ -297,50 +300,56 @@ impl Tokenizer {
     /// O(n log n): used for long pieces (e.g. 16,000 identical letters).
     fn merge_heap(&self, piece: &[u8], out: &mut Vec<Rank>) {
         let n = piece.len();
-        // Node i is a part starting at byte i (alive while start[i] is its own start).
-        let mut next: Vec<usize> = (1..=n).collect(); // next part's start (n = end)
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
-        let mut alive = vec![true; n];
-        let pair_rank = |next: &[usize], i: usize| -> Rank {
-            let j = next[i];
+        assert!(n < u32::MAX as usize);
+        // Node i is a part starting at byte i; `next[i]` is where the following part starts
+        // (n = the end). A heap entry (rank, i, version) is stale once node i changed.
+        let mut next: Vec<u32> = (1..=n as u32).collect();
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+        let mut version: Vec<u32> = vec![0; n];
+        let pair_rank = |next: &[u32], i: usize| -> Rank {
+            let j = next[i] as usize;
             if j >= n {
                 return Rank::MAX;
             }
-            let k = next[j];
-            self.rank_of(&piece[i..k]).unwrap_or(Rank::MAX)
+            self.rank_of(&piece[i..next[j] as usize]).unwrap_or(Rank::MAX)
         };
-        let mut heap: BinaryHeap<Reverse<(Rank, usize)>> = BinaryHeap::with_capacity(n);
+        let mut heap: BinaryHeap<Reverse<(Rank, u32, u32)>> = BinaryHeap::with_capacity(n);
         for i in 0..n {
             let r = pair_rank(&next, i);
             if r != Rank::MAX {
-                heap.push(Reverse((r, i)));
+                heap.push(Reverse((r, i as u32, 0)));
             }
         }
-        while let Some(Reverse((r, i))) = heap.pop() {
-            if !alive[i] || pair_rank(&next, i) != r {
+        const DEAD: u32 = u32::MAX;
+        while let Some(Reverse((_, i, v))) = heap.pop() {
+            let i = i as usize;
+            if version[i] != v {
                 continue; // stale entry
             }
-            let j = next[i];
-            alive[j] = false;
+            let j = next[i] as usize;
+            version[j] = DEAD;
             next[i] = next[j];
-            if next[i] < n {
-                prev[next[i]] = i;
+            if (next[i] as usize) < n {
+                prev[next[i] as usize] = i as u32;
             }
+            version[i] += 1;
             let r_i = pair_rank(&next, i);
             if r_i != Rank::MAX {
-                heap.push(Reverse((r_i, i)));
+                heap.push(Reverse((r_i, i as u32, version[i])));
             }
             let p = prev[i];
-            if p != usize::MAX {
+            if p != u32::MAX {
+                let p = p as usize;
+                version[p] += 1;
                 let r_p = pair_rank(&next, p);
                 if r_p != Rank::MAX {
-                    heap.push(Reverse((r_p, p)));
+                    heap.push(Reverse((r_p, p as u32, version[p])));
                 }
             }
         }
         let mut i = 0;
         while i < n {
-            let j = next[i];
+            let j = next[i] as usize;
             out.push(self.rank_of(&piece[i..j]).expect("merged parts are tokens"));
             i = j;
         }

@@ -454,9 +454,9 @@ class HarmonyEncoding:
     :attr:`limits` for that call.
     """
 
-    def __init__(self, name: str = "HarmonyGptOss", limits: Optional[Limits] = None):
+    def __init__(self, name: str = "HarmonyGptOss", limits: Optional[Limits] = None, *, render_cache: bool = True):
         self._name = name
-        self._inner = _core.NativeEncoding(limits)
+        self._inner = _core.NativeEncoding(limits, render_cache)
         self._names = frozenset(self._inner.special_tokens())
 
     @property
@@ -588,13 +588,21 @@ class HarmonyEncoding:
         return f"HarmonyEncoding({self._name!r})"
 
 
-def load_harmony_encoding(name: Union[str, HarmonyEncodingName] = HarmonyEncodingName.HARMONY_GPT_OSS, *, limits: Optional[Limits] = None) -> HarmonyEncoding:
+def load_harmony_encoding(
+    name: Union[str, HarmonyEncodingName] = HarmonyEncodingName.HARMONY_GPT_OSS,
+    *,
+    limits: Optional[Limits] = None,
+    render_cache: bool = True,
+) -> HarmonyEncoding:
     """Load the o200k_harmony encoding. Offline and cheap: the vocabulary is embedded in the
-    wheel and built once per process; each call returns an encoding with its own limits."""
+    wheel and built once per process; each call returns an encoding with its own limits.
+
+    ``render_cache`` keeps the token ids of rendered messages (bounded: 32 MB of text) so a
+    chat loop that re-renders its growing conversation tokenizes each message once."""
     name = str(name)
     if name != HarmonyEncodingName.HARMONY_GPT_OSS.value:
         raise HarmonyError(f"unknown encoding {name!r} (known: {HarmonyEncodingName.HARMONY_GPT_OSS.value!r})")
-    return HarmonyEncoding(name, limits)
+    return HarmonyEncoding(name, limits, render_cache=render_cache)
 
 
 def o200k_base_tiktoken_bytes() -> bytes:

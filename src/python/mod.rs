@@ -435,6 +435,7 @@ fn limits_of(l: Option<PyRef<'_, PyLimits>>, default: &Limits) -> Limits {
 #[pyclass(name = "NativeEncoding", module = "llama_harmony._core", frozen)]
 pub struct NativeEncoding {
     limits: std::sync::RwLock<Limits>,
+    cache: Option<render::RenderCache>,
 }
 
 fn ids_to_list<'py>(py: Python<'py>, ids: Vec<Rank>) -> PyResult<Bound<'py, PyList>> {
@@ -448,13 +449,13 @@ fn cfg(auto_drop_analysis: Option<bool>) -> Option<RenderConversationConfig> {
 #[pymethods]
 impl NativeEncoding {
     #[new]
-    #[pyo3(signature = (limits=None))]
-    fn new(py: Python<'_>, limits: Option<PyRef<'_, PyLimits>>) -> PyResult<Self> {
+    #[pyo3(signature = (limits=None, render_cache=true))]
+    fn new(py: Python<'_>, limits: Option<PyRef<'_, PyLimits>>, render_cache: bool) -> PyResult<Self> {
         guarded(py, || {
             tokenizer();
             Ok(())
         })?;
-        Ok(NativeEncoding { limits: std::sync::RwLock::new(limits_of(limits, &Limits::default())) })
+        Ok(NativeEncoding { limits: std::sync::RwLock::new(limits_of(limits, &Limits::default())), cache: render_cache.then(Default::default) })
     }
 
     #[getter]
@@ -546,7 +547,7 @@ impl NativeEncoding {
     fn render_conversation<'py>(&self, py: Python<'py>, conversation: &Bound<'py, PyAny>, auto_drop_analysis: Option<bool>, limits: Option<PyRef<'py, PyLimits>>) -> PyResult<Bound<'py, PyList>> {
         let l = limits_of(limits, &self.limits.read().unwrap());
         let msgs = read_messages(conversation, &l)?;
-        let ids = guarded(py, || render::render_conversation(&msgs, cfg(auto_drop_analysis), &l))?;
+        let ids = guarded(py, || render::render_conversation(&msgs, cfg(auto_drop_analysis), &l, self.cache.as_ref()))?;
         ids_to_list(py, ids)
     }
 
@@ -555,7 +556,7 @@ impl NativeEncoding {
         let l = limits_of(limits, &self.limits.read().unwrap());
         let role = read_role(next_turn_role)?;
         let msgs = read_messages(conversation, &l)?;
-        let ids = guarded(py, || render::render_conversation_for_completion(&msgs, role, cfg(auto_drop_analysis), &l))?;
+        let ids = guarded(py, || render::render_conversation_for_completion(&msgs, role, cfg(auto_drop_analysis), &l, self.cache.as_ref()))?;
         ids_to_list(py, ids)
     }
 
@@ -563,7 +564,7 @@ impl NativeEncoding {
     fn render_conversation_for_training<'py>(&self, py: Python<'py>, conversation: &Bound<'py, PyAny>, auto_drop_analysis: Option<bool>, limits: Option<PyRef<'py, PyLimits>>) -> PyResult<Bound<'py, PyList>> {
         let l = limits_of(limits, &self.limits.read().unwrap());
         let msgs = read_messages(conversation, &l)?;
-        let ids = guarded(py, || render::render_conversation_for_training(&msgs, cfg(auto_drop_analysis), &l))?;
+        let ids = guarded(py, || render::render_conversation_for_training(&msgs, cfg(auto_drop_analysis), &l, self.cache.as_ref()))?;
         ids_to_list(py, ids)
     }
 

@@ -1,0 +1,471 @@
+"""The ``llama-harmony`` command line (llama_harmony.cli).
+
+Most tests call ``main([...])`` in-process (returns the exit code); one runs the installed
+console script. ``demo --json`` runs end to end on the tiny random-weight model, built into a
+temporary cache directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from llama_harmony import cli
+from llama_harmony import demo_data as d
+
+SUBCOMMANDS = ["demo", "chat", "serve", "render", "parse"]
+
+
+def run(capsys, *argv: str, stdin: str | None = None, monkeypatch=None):
+    """main(argv) -> (exit code, stdout, stderr)."""
+    if stdin is not None:
+        assert monkeypatch is not None
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------------------------
+# help, version, user errors
+# ------------------------------------------------------------------------------------------------
+
+def test_top_level_help_lists_subcommands(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for sub in SUBCOMMANDS:
+        assert sub in out
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_subcommand_help(capsys, sub):
+    code, out, err = run(capsys, sub, "--help")
+    assert code == 0 and err == ""
+    assert out.startswith(f"usage: llama-harmony {sub}")
+
+
+def test_version(capsys):
+    import llama_harmony
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"llama-harmony {llama_harmony.__version__}"
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, out, _ = run(capsys)
+    assert code == 2 and "usage: llama-harmony" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["bogus"], "invalid choice"),
+    (["serve"], "--model"),
+    (["chat"], "--model"),
+    (["serve", "--model", "/nonexistent/model.gguf"], "model file not found: /nonexistent/model.gguf"),
+    (["chat", "--model", "/nonexistent/model.gguf"], "model file not found"),
+    (["serve", "--model", "x.gguf", "--port", "70000"], "--port must be between 0 and 65535"),
+    (["chat", "--model", "x.gguf", "--temperature", "hot"], "--temperature must be a number"),
+    (["render", "/nonexistent/conv.json"], "no such file: /nonexistent/conv.json"),
+    (["parse", "/nonexistent/ids.json"], "no such file"),
+    (["render", "--mode", "sideways", "-"], "invalid choice"),
+])
+def test_user_errors_exit_2_with_one_line(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("llama-harmony") and needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_model_that_is_not_gguf_is_a_user_error(capsys, tmp_path):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_harmony.engine")
+    bogus = tmp_path / "not-a-model.gguf"
+    bogus.write_bytes(b"this is not a gguf file")
+    code, _out, err = run(capsys, "serve", "--model", str(bogus))
+    assert code == 2 and "cannot load model" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("stdin, needle", [
+    ("", "empty"),
+    ("{nope", "invalid JSON"),
+    ("[1, 2]", '"messages" array'),
+    ('{"messages": [{"role": "wizard", "content": [{"type": "text", "text": "x"}]}]}', "not a valid Harmony"),
+])
+def test_render_bad_input_exit_2(capsys, monkeypatch, stdin, needle):
+    code, out, err = run(capsys, "render", "-", stdin=stdin, monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("stdin, needle", [
+    ("{nope", "invalid JSON"),
+    ('["a"]', "not an integer"),
+    ("[1, 999999999]", "outside the vocabulary"),
+    ('{"x": 1}', "array of token ids"),
+])
+def test_parse_bad_input_exit_2(capsys, monkeypatch, stdin, needle):
+    code, out, err = run(capsys, "parse", "-", stdin=stdin, monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_runs():
+    script = Path(sys.executable).parent / "llama-harmony"
+    if not script.exists():
+        pytest.skip("console script not installed")
+    proc = subprocess.run([str(script), "render", "--bogus-flag"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus-flag" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# render
+# ------------------------------------------------------------------------------------------------
+
+HARMONY_CONVERSATION = {"messages": [
+    {"role": "system", "content": [{
+        "type": "system_content", "model_identity": "You are a test bot.", "reasoning_effort": "Low",
+        "knowledge_cutoff": "2024-06", "conversation_start_date": "2025-01-02",
+        "channel_config": {"valid_channels": ["analysis", "commentary", "final"], "channel_required": True}}]},
+    {"role": "developer", "content": [{
+        "type": "developer_content", "instructions": "Be brief.",
+        "tools": {"functions": {"name": "functions", "tools": [{
+            "name": "ping", "description": "Ping a host.",
+            "parameters": {"type": "object", "properties": {"host": {"type": "string"}}, "required": ["host"]}}]}}}]},
+    {"role": "user", "content": [{"type": "text", "text": "Ping example.com"}]},
+    {"role": "assistant", "channel": "commentary", "recipient": "functions.ping", "content_type": "<|constrain|>json",
+     "content": [{"type": "text", "text": '{"host":"example.com"}'}]},
+    {"role": "tool", "name": "functions.ping", "channel": "commentary", "recipient": "assistant",
+     "content": [{"type": "text", "text": "pong"}]},
+]}
+
+# Written out by hand from the Harmony layout (REFERENCE.md sections 2 and 3).
+HARMONY_EXPECTED = (
+    "<|start|>system<|message|>You are a test bot.\n"
+    "Knowledge cutoff: 2024-06\n"
+    "Current date: 2025-01-02\n"
+    "\n"
+    "Reasoning: low\n"
+    "\n"
+    "# Valid channels: analysis, commentary, final. Channel must be included for every message.\n"
+    "Calls to these tools must go to the commentary channel: 'functions'.<|end|>"
+    "<|start|>developer<|message|># Instructions\n"
+    "\n"
+    "Be brief.\n"
+    "\n"
+    "# Tools\n"
+    "\n"
+    "## functions\n"
+    "\n"
+    "namespace functions {\n"
+    "\n"
+    "// Ping a host.\n"
+    "type ping = (_: {\n"
+    "host: string,\n"
+    "}) => any;\n"
+    "\n"
+    "} // namespace functions<|end|>"
+    "<|start|>user<|message|>Ping example.com<|end|>"
+    '<|start|>assistant to=functions.ping<|channel|>commentary <|constrain|>json<|message|>{"host":"example.com"}<|call|>'
+    "<|start|>functions.ping to=assistant<|channel|>commentary<|message|>pong<|end|>"
+)
+
+
+@pytest.fixture(scope="module")
+def enc():
+    from llama_harmony import load_harmony_encoding
+
+    return load_harmony_encoding()
+
+
+def test_render_harmony_conversation_file(capsys, tmp_path, enc):
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps(HARMONY_CONVERSATION))
+    code, out, err = run(capsys, "render", str(path))
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res) == {"tokens", "text", "count"}
+    assert res["text"] == HARMONY_EXPECTED + "<|start|>assistant"
+    assert res["count"] == len(res["tokens"])
+    assert res["tokens"] == enc.encode(res["text"], allowed_special="all")
+    assert res["tokens"][-2:] == [200006, 173781]  # <|start|>assistant
+
+
+def test_render_modes(capsys, monkeypatch):
+    convo = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "channel": "final", "content": [{"type": "text", "text": "Hello!"}]},
+    ]}
+    body = json.dumps(convo)
+    expected = {
+        "conversation": "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello!<|end|>",
+        "training": "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello!<|return|>",
+        "completion": "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello!<|end|>"
+                      "<|start|>assistant",
+    }
+    for mode, text in expected.items():
+        code, out, err = run(capsys, "render", "--mode", mode, "-", stdin=body, monkeypatch=monkeypatch)
+        assert code == 0, err
+        assert json.loads(out)["text"] == text
+
+
+def test_render_user_text_with_markup_stays_text(capsys, monkeypatch):
+    convo = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a<|end|>b"}]}]}
+    code, out, _ = run(capsys, "render", "--mode", "conversation", "-", stdin=json.dumps(convo), monkeypatch=monkeypatch)
+    res = json.loads(out)
+    assert code == 0 and res["text"] == "<|start|>user<|message|>a<|end|>b<|end|>"
+    assert res["tokens"].count(200007) == 1  # only the real terminator is the special token
+
+
+def test_detect_format():
+    assert cli.detect_format(HARMONY_CONVERSATION) == "harmony"
+    assert cli.detect_format({"messages": [{"role": "user", "content": "hi"}]}) == "openai"
+    assert cli.detect_format({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                              "tools": []}) == "openai"
+    assert cli.detect_format({"messages": [{"role": "tool", "tool_call_id": "c", "content": "x"}]}) == "openai"
+    assert cli.detect_format({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}) \
+        == "harmony"
+
+
+OPENAI_REQUEST = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Ping example.com"},
+    ],
+    "tools": [{"type": "function", "function": {
+        "name": "ping", "description": "Ping a host.",
+        "parameters": {"type": "object", "properties": {"host": {"type": "string"}}, "required": ["host"]}}}],
+    "reasoning_effort": "low",
+}
+
+
+def test_render_openai_request(capsys, monkeypatch, enc):
+    pytest.importorskip("llama_harmony.openai_format")
+    code, out, err = run(capsys, "render", "-", stdin=json.dumps(OPENAI_REQUEST), monkeypatch=monkeypatch)
+    assert code == 0, err
+    res = json.loads(out)
+    text = res["text"]
+    # The system message carries the identity, the effort and the functions line; the
+    # instructions and the tool go to the developer message; then the user turn.
+    assert text.startswith("<|start|>system<|message|>")
+    assert "\nReasoning: low\n" in text
+    assert "Calls to these tools must go to the commentary channel: 'functions'.<|end|>" in text
+    assert ("<|start|>developer<|message|># Instructions\n\nBe brief.\n\n# Tools\n\n## functions\n\n"
+            "namespace functions {\n\n// Ping a host.\ntype ping = (_: {\nhost: string,\n}) => any;\n\n"
+            "} // namespace functions<|end|>") in text
+    assert text.endswith("<|start|>user<|message|>Ping example.com<|end|><|start|>assistant")
+    assert res["tokens"] == enc.encode(text, allowed_special="all") and res["count"] == len(res["tokens"])
+
+
+def test_render_openai_bad_message_exit_2(capsys, monkeypatch):
+    pytest.importorskip("llama_harmony.openai_format")
+    bad = {"messages": [{"role": "user", "content": "hi"},
+                        {"role": "tool", "tool_call_id": "call_unknown", "content": "x"}], "tools": []}
+    code, out, err = run(capsys, "render", "-", stdin=json.dumps(bad), monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and "call_unknown" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# parse
+# ------------------------------------------------------------------------------------------------
+
+def test_parse_rendered_messages_round_trip(capsys, monkeypatch):
+    convo = {"messages": HARMONY_CONVERSATION["messages"][2:]}  # user, tool call, tool result
+    code, out, _ = run(capsys, "render", "--mode", "conversation", "-", stdin=json.dumps(convo),
+                       monkeypatch=monkeypatch)
+    assert code == 0
+    ids = json.loads(out)["tokens"]
+    code, out, err = run(capsys, "parse", "-", stdin=json.dumps(ids), monkeypatch=monkeypatch)
+    assert code == 0, err
+    msgs = json.loads(out)["messages"]
+    assert [(m["role"], m.get("channel"), m.get("recipient"), m.get("content_type")) for m in msgs] == [
+        ("user", None, None, None),
+        ("assistant", "commentary", "functions.ping", "<|constrain|>json"),
+        ("tool", "commentary", "assistant", None),
+    ]
+    assert [m["content"] for m in msgs] == [[{"type": "text", "text": "Ping example.com"}],
+                                            [{"type": "text", "text": '{"host":"example.com"}'}],
+                                            [{"type": "text", "text": "pong"}]]
+    assert msgs[2]["name"] == "functions.ping"
+    # render's output object is accepted as parse input too
+    code, out2, _ = run(capsys, "parse", "-", stdin=json.dumps({"tokens": ids}), monkeypatch=monkeypatch)
+    assert code == 0 and json.loads(out2) == json.loads(out)
+
+
+def test_parse_completion_with_role(capsys, monkeypatch, enc):
+    ids = enc.encode(d.TURN2_COMPLETION, allowed_special="all")
+    code, out, err = run(capsys, "parse", "--role", "assistant", "-", stdin=json.dumps(ids), monkeypatch=monkeypatch)
+    assert code == 0, err
+    msgs = json.loads(out)["messages"]
+    assert [(m["role"], m["channel"], m["content"][0]["text"]) for m in msgs] == [
+        ("assistant", "analysis", d.EXPECTED_TURN2_ANALYSIS),
+        ("assistant", "final", d.EXPECTED_FINAL),
+    ]
+    # --text takes Harmony markup directly
+    code, out2, _ = run(capsys, "parse", "--text", "--role", "assistant", "-", stdin=d.TURN2_COMPLETION,
+                        monkeypatch=monkeypatch)
+    assert code == 0 and json.loads(out2) == json.loads(out)
+
+
+def test_parse_strict_vs_lenient(capsys, monkeypatch, enc):
+    # Stray text between messages: the reference (strict) raises, lenient mode recovers.
+    ids = enc.encode("<|start|>assistant<|channel|>final<|message|>Hi<|end|>oops", allowed_special="all")
+    code, out, err = run(capsys, "parse", "--strict", "-", stdin=json.dumps(ids), monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and "cannot parse" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(capsys, "parse", "-", stdin=json.dumps(ids), monkeypatch=monkeypatch)
+    assert code == 0, err
+    msgs = json.loads(out)["messages"]
+    assert msgs[0]["channel"] == "final" and msgs[0]["content"] == [{"type": "text", "text": "Hi"}]
+
+
+# ------------------------------------------------------------------------------------------------
+# demo (real llama.cpp on the tiny model)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    pytest.importorskip("llama_harmony.engine")
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+def test_demo_json_end_to_end(capsys, demo_cache):
+    code, out, err = run(capsys, "demo", "--json", "--cache-dir", str(demo_cache))
+    assert code == 0, err
+    res = json.loads(out)
+    assert "random" in res["notice"].lower() and "gibberish" in res["notice"]
+    assert res["model"]["random_weights"] is True and res["model"]["built"] is True
+    assert Path(res["model"]["path"]).parent == demo_cache
+    assert "%" in err  # the progress bar went to stderr while building
+
+    prompt = res["prompt"]
+    assert prompt["count"] == len(prompt["tokens"]) > 50
+    assert prompt["text"].startswith("<|start|>system<|message|>")
+    assert "type get_weather = (_: {" in prompt["text"] and prompt["text"].endswith("<|start|>assistant")
+
+    free = res["free_run"]["response"]
+    assert free["object"] == "chat.completion" and free["usage"]["completion_tokens"] <= 16
+
+    replay = res["replay"]
+    assert replay["analysis"] == [d.EXPECTED_TURN1_ANALYSIS, d.EXPECTED_TURN2_ANALYSIS]
+    assert [(c["name"], c["arguments"]) for c in replay["tool_calls"]] == [
+        (d.EXPECTED_TOOL_NAME, d.EXPECTED_TOOL_ARGUMENTS)]
+    assert json.loads(replay["tool_calls"][0]["arguments"]) == {"location": "Tokyo, Japan", "unit": "celsius"}
+    assert replay["final"] == d.EXPECTED_FINAL
+    assert replay["matches_recording"] is True
+    t1, t2 = replay["turns"]
+    assert t1["forced_tokens"] == t1["token_count"] and t2["forced_tokens"] == t2["token_count"]
+    assert t1["finish_reason"] == "tool_calls" and t2["finish_reason"] == "stop"
+    assert [(m["channel"], m["recipient"], m["content_type"]) for m in t1["parsed"]] == [
+        ("analysis", None, None), ("commentary", "functions.get_weather", "<|constrain|>json")]
+    msg2 = t2["response"]["choices"][0]["message"]
+    assert msg2["content"] == d.EXPECTED_FINAL and msg2["reasoning_content"] == d.EXPECTED_TURN2_ANALYSIS
+    assert t1["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_demo_human_output_cached_and_plain(capsys, demo_cache):
+    # Second run: the model is cached (no progress bar); --no-color gives plain text.
+    code, out, err = run(capsys, "demo", "--no-color", "--cache-dir", str(demo_cache))
+    assert code == 0, err
+    assert "\x1b[" not in out and "%" not in err
+    assert "(cached)" in out and "RANDOM weights" in out and "gibberish" in out
+    assert d.EXPECTED_FINAL in out and "get_weather(" in out
+    assert "recovered the recorded analysis, tool call and final answer: yes" in out
+
+
+# ------------------------------------------------------------------------------------------------
+# chat (REPL logic with a scripted engine; the model loading is covered by demo and the server)
+# ------------------------------------------------------------------------------------------------
+
+class ScriptedEngine:
+    """Streams a reasoning delta, then either a tool call (if asked for weather) or content."""
+
+    def __init__(self):
+        self.calls: List[Dict[str, Any]] = []
+
+    def create_chat_completion(self, messages, *, stream=False, **kw):
+        assert stream
+        self.calls.append({"messages": [dict(m) for m in messages], **kw})
+        return self._gen(messages)
+
+    def _gen(self, messages):
+        def chunk(delta, finish=None):
+            return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta,
+                                                                     "finish_reason": finish}]}
+
+        yield chunk({"role": "assistant"})
+        yield chunk({"reasoning_content": "thinking..."})
+        last = messages[-1]
+        if last["role"] == "user" and "weather" in last["content"]:
+            yield chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                         "function": {"name": "get_weather", "arguments": ""}}]})
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"location":"Oslo"}'}}]})
+            yield chunk({}, "tool_calls")
+        else:
+            yield chunk({"content": "Hello"})
+            yield chunk({"content": " there."})
+            yield chunk({}, "stop")
+
+
+def test_chat_repl(capsys, monkeypatch, tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    engine = ScriptedEngine()
+    monkeypatch.setattr(cli, "_load_engine", lambda *a, **k: engine)
+    script = "\n".join([
+        "hi",
+        "/effort high",
+        "weather in Oslo?",
+        '{"temp": 3}',          # the tool result, asked for after the tool call
+        "/reset",
+        "/help",
+        "/effort nonsense",
+        "again",
+        "/quit",
+        "never sent",
+    ]) + "\n"
+    code, out, err = run(capsys, "chat", "--model", str(model), "--system", "Be nice.", "--max-tokens", "50",
+                         stdin=script, monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert "\x1b[" not in out  # not a TTY: no ANSI
+    assert "[reasoning] thinking...\nHello there.\n" in out
+    assert '[tool call] get_weather({"location":"Oslo"})' in out
+    assert "/effort low|medium|high" in out  # /help, and the usage line for a bad /effort
+    calls = engine.calls
+    assert len(calls) == 4  # hi, weather (tool call), after the tool result, again
+    assert calls[0]["reasoning_effort"] is None and calls[0]["max_tokens"] == 50
+    assert calls[1]["reasoning_effort"] == "high"
+    assert calls[0]["messages"] == [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "hi"}]
+    # after the tool call: the assistant's call (with its reasoning) and the tool result
+    hist = calls[2]["messages"]
+    assert hist[-2]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"location":"Oslo"}'}
+    assert hist[-2]["reasoning_content"] == "thinking..."
+    assert hist[-1] == {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'}
+    # /reset kept only the system message
+    assert calls[3]["messages"] == [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "again"}]
+
+
+def test_chat_eof_ends_session(capsys, monkeypatch, tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    engine = ScriptedEngine()
+    monkeypatch.setattr(cli, "_load_engine", lambda *a, **k: engine)
+    code, out, _ = run(capsys, "chat", "--model", str(model), stdin="hello\n", monkeypatch=monkeypatch)
+    assert code == 0 and "Hello there." in out and len(engine.calls) == 1
+
+
+def test_chat_bad_tools_file_exit_2(capsys, tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    tools = tmp_path / "tools.json"
+    tools.write_text('{"not": "a list"}')
+    code, _out, err = run(capsys, "chat", "--model", str(model), "--tools", str(tools))
+    assert code == 2 and "array of OpenAI tools" in err
