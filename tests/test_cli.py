@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -252,16 +253,40 @@ def test_render_openai_request(capsys, monkeypatch, enc):
     assert code == 0, err
     res = json.loads(out)
     text = res["text"]
-    # The system message carries the identity, the effort and the functions line; the
-    # instructions and the tool go to the developer message; then the user turn.
-    assert text.startswith("<|start|>system<|message|>")
-    assert "\nReasoning: low\n" in text
-    assert "Calls to these tools must go to the commentary channel: 'functions'.<|end|>" in text
-    assert ("<|start|>developer<|message|># Instructions\n\nBe brief.\n\n# Tools\n\n## functions\n\n"
-            "namespace functions {\n\n// Ping a host.\ntype ping = (_: {\nhost: string,\n}) => any;\n\n"
-            "} // namespace functions<|end|>") in text
-    assert text.endswith("<|start|>user<|message|>Ping example.com<|end|><|start|>assistant")
+    # Hand-derived: the generated system message (default identity, effort, functions line);
+    # the OpenAI system message becomes the developer instructions, with the tools.
+    assert text == (
+        "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+        "Knowledge cutoff: 2024-06\n"
+        "\n"
+        "Reasoning: low\n"
+        "\n"
+        "# Valid channels: analysis, commentary, final. Channel must be included for every message.\n"
+        "Calls to these tools must go to the commentary channel: 'functions'.<|end|>"
+        "<|start|>developer<|message|># Instructions\n\nBe brief.\n\n# Tools\n\n## functions\n\n"
+        "namespace functions {\n\n// Ping a host.\ntype ping = (_: {\nhost: string,\n}) => any;\n\n"
+        "} // namespace functions<|end|>"
+        "<|start|>user<|message|>Ping example.com<|end|>"
+        "<|start|>assistant"
+    )
     assert res["tokens"] == enc.encode(text, allowed_special="all") and res["count"] == len(res["tokens"])
+
+
+def test_render_openai_history_cot_policy(capsys, monkeypatch):
+    pytest.importorskip("llama_harmony.openai_format")
+    req = {"messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."},
+        {"role": "user", "content": "Bye"},
+    ], "reasoning_effort": "high"}
+    tail_spec = ("<|start|>user<|message|>Hi<|end|>"
+                 "<|start|>assistant<|channel|>final<|message|>Hello!<|end|>"
+                 "<|start|>user<|message|>Bye<|end|><|start|>assistant")
+    code, out, _ = run(capsys, "render", "-", stdin=json.dumps(req), monkeypatch=monkeypatch)
+    assert code == 0 and json.loads(out)["text"].endswith("<|end|>" + tail_spec)
+    assert "\nReasoning: high\n" in json.loads(out)["text"]
+    code, out, _ = run(capsys, "render", "--cot-policy", "keep", "-", stdin=json.dumps(req), monkeypatch=monkeypatch)
+    assert code == 0 and "<|start|>assistant<|channel|>analysis<|message|>Greet back.<|end|>" in json.loads(out)["text"]
 
 
 def test_render_openai_bad_message_exit_2(capsys, monkeypatch):
@@ -469,3 +494,51 @@ def test_chat_bad_tools_file_exit_2(capsys, tmp_path):
     tools.write_text('{"not": "a list"}')
     code, _out, err = run(capsys, "chat", "--model", str(model), "--tools", str(tools))
     assert code == 2 and "array of OpenAI tools" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# serve (the console script, as a subprocess, on the tiny model)
+# ------------------------------------------------------------------------------------------------
+
+def test_serve_subprocess(demo_cache):
+    import re
+    import select
+    import signal
+    import urllib.request
+
+    from llama_harmony import load_harmony_encoding
+    from llama_harmony.tiny_model import N_VOCAB, ensure_tiny_model
+
+    model = ensure_tiny_model(load_harmony_encoding().token_bytes_table(N_VOCAB), cache_dir=demo_cache)
+    proc = subprocess.Popen([sys.executable, "-m", "llama_harmony.cli", "serve", "--model", str(model),
+                             "--port", "0", "--ctx", "512", "--model-name", "tiny", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline, seen = None, time.monotonic() + 60, ""
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+            if ready:
+                line = proc.stderr.readline()
+                seen += line
+                m = re.search(r"at (http://127\.0\.0\.1:\d+)/v1", line)
+                if m:
+                    url = m.group(1)
+        assert url, seen
+        with urllib.request.urlopen(url + "/health", timeout=30) as r:
+            assert r.status == 200 and json.load(r)["model"] == "tiny"
+        req = urllib.request.Request(url + "/v1/chat/completions", method="POST",
+                                     data=json.dumps({"messages": [{"role": "user", "content": "hi"}],
+                                                      "max_tokens": 4}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = json.load(r)
+        assert body["object"] == "chat.completion" and body["model"] == "tiny"
+        assert body["usage"]["completion_tokens"] <= 4
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
