@@ -302,10 +302,12 @@ impl Tokenizer {
         let n = piece.len();
         assert!(n < u32::MAX as usize);
         // Node i is a part starting at byte i; `next[i]` is where the following part starts
-        // (n = the end). A heap entry (rank, i, version) is stale once node i changed.
+        // (n = the end); `rank[i]` is the rank of the pair starting at node i (MAX: none, or
+        // dead node). Heap keys pack (rank, position): the smallest is the lowest rank,
+        // leftmost on ties. An entry whose rank no longer equals `rank[i]` is stale (two
+        // different byte strings never share a rank, so a changed pair has a changed rank).
         let mut next: Vec<u32> = (1..=n as u32).collect();
         let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-        let mut version: Vec<u32> = vec![0; n];
         let pair_rank = |next: &[u32], i: usize| -> Rank {
             let j = next[i] as usize;
             if j >= n {
@@ -313,37 +315,31 @@ impl Tokenizer {
             }
             self.rank_of(&piece[i..next[j] as usize]).unwrap_or(Rank::MAX)
         };
-        let mut heap: BinaryHeap<Reverse<(Rank, u32, u32)>> = BinaryHeap::with_capacity(n);
-        for i in 0..n {
-            let r = pair_rank(&next, i);
-            if r != Rank::MAX {
-                heap.push(Reverse((r, i as u32, 0)));
-            }
-        }
-        const DEAD: u32 = u32::MAX;
-        while let Some(Reverse((_, i, v))) = heap.pop() {
-            let i = i as usize;
-            if version[i] != v {
+        let mut rank: Vec<Rank> = (0..n).map(|i| pair_rank(&next, i)).collect();
+        let key = |r: Rank, i: usize| Reverse(((r as u64) << 32) | i as u64);
+        let mut heap: BinaryHeap<Reverse<u64>> =
+            rank.iter().enumerate().filter(|(_, &r)| r != Rank::MAX).map(|(i, &r)| key(r, i)).collect();
+        while let Some(Reverse(k)) = heap.pop() {
+            let (r, i) = ((k >> 32) as Rank, (k & 0xffff_ffff) as usize);
+            if rank[i] != r {
                 continue; // stale entry
             }
             let j = next[i] as usize;
-            version[j] = DEAD;
+            rank[j] = Rank::MAX;
             next[i] = next[j];
             if (next[i] as usize) < n {
                 prev[next[i] as usize] = i as u32;
             }
-            version[i] += 1;
-            let r_i = pair_rank(&next, i);
-            if r_i != Rank::MAX {
-                heap.push(Reverse((r_i, i as u32, version[i])));
+            rank[i] = pair_rank(&next, i);
+            if rank[i] != Rank::MAX {
+                heap.push(key(rank[i], i));
             }
             let p = prev[i];
             if p != u32::MAX {
                 let p = p as usize;
-                version[p] += 1;
-                let r_p = pair_rank(&next, p);
-                if r_p != Rank::MAX {
-                    heap.push(Reverse((r_p, p as u32, version[p])));
+                rank[p] = pair_rank(&next, p);
+                if rank[p] != Rank::MAX {
+                    heap.push(key(rank[p], p));
                 }
             }
         }
@@ -480,6 +476,12 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn prop_heap_equals_small(s in "\\PC{0,80}") {
+            let (a, b) = merge_both(s.as_bytes());
+            proptest::prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn prop_heap_equals_small_long_runs(s in "[ab ]{200,600}|[a]{100,700}|[\\x{4e00}-\\x{4e10}]{50,200}") {
             let (a, b) = merge_both(s.as_bytes());
             proptest::prop_assert_eq!(a, b);
         }
