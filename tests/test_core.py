@@ -245,3 +245,25 @@ def test_accepts_openai_harmony_objects(enc):
     m = ref.Message.from_role_and_content(ref.Role.USER, "hi").with_channel("x")
     ours = Message.from_role_and_content(Role.USER, "hi").with_channel("x")
     assert enc.render(m) == enc.render(ours)
+
+
+def test_million_messages_fail_fast(enc):
+    msgs = [Message.from_role_and_content(Role.USER, "hi")] * 1_000_000
+    convo = Conversation.from_messages(msgs)
+    before = _rss_mb()
+    t = time.perf_counter()
+    with pytest.raises(LimitExceeded, match="messages") as info:
+        enc.render_conversation(convo)
+    assert time.perf_counter() - t < 0.5
+    assert info.value.actual == 1_000_000 and info.value.cap == 100_000
+    assert _rss_mb() - before < 20
+
+
+def test_prompt_token_cap_stops_early(enc):
+    # 4 MB of text (under the byte caps) but far over a small token cap: rendering stops at the
+    # cap instead of tokenizing everything.
+    convo = Conversation.from_messages([Message.from_role_and_content(Role.USER, "word " * 200_000)] * 4)
+    t = time.perf_counter()
+    with pytest.raises(LimitExceeded, match="prompt tokens"):
+        enc.render_conversation(convo, limits=Limits(max_prompt_tokens=1000))
+    assert time.perf_counter() - t < 1.0
