@@ -279,7 +279,10 @@ pub enum Event {
         /// The header text as received (for logs and the lossless guarantee).
         raw_header: String,
     },
-    ContentDelta { index: usize, text: String },
+    ContentDelta {
+        index: usize,
+        text: String,
+    },
     MessageDone {
         index: usize,
         /// The stop token that ended the message (`None` at EOS or when a repair ended it).
@@ -293,8 +296,15 @@ pub enum Event {
         /// The full recipient (`functions.get_weather`, `browser.search`, `python`).
         recipient: String,
     },
-    ToolCallDelta { index: usize, call_index: usize, arguments: String },
-    ToolCallDone { index: usize, call_index: usize },
+    ToolCallDelta {
+        index: usize,
+        call_index: usize,
+        arguments: String,
+    },
+    ToolCallDone {
+        index: usize,
+        call_index: usize,
+    },
     Repair {
         /// The message concerned (`None` between messages).
         index: Option<usize>,
@@ -302,9 +312,13 @@ pub enum Event {
         detail: String,
     },
     /// The stream ended cleanly after a message (reason: its stop token).
-    Done { reason: StopReason },
+    Done {
+        reason: StopReason,
+    },
     /// The stream ended mid-message or was cut (`Length`/`Truncated`).
-    Incomplete { reason: StopReason },
+    Incomplete {
+        reason: StopReason,
+    },
 }
 
 /// A message header: author, recipient, channel and content type.
@@ -318,7 +332,12 @@ pub struct ParsedHeader {
 
 impl ParsedHeader {
     fn new(role: Role) -> Self {
-        ParsedHeader { author: Author::new(role), recipient: None, channel: None, content_type: None }
+        ParsedHeader {
+            author: Author::new(role),
+            recipient: None,
+            channel: None,
+            content_type: None,
+        }
     }
 }
 
@@ -486,7 +505,9 @@ fn ref_parse_header(
     let mut channel = None;
     if let Some(idx) = h.find(CHANNEL_MARK) {
         let after = &h[idx + CHANNEL_MARK.len()..];
-        let end = after.find(|c: char| c.is_whitespace() || c == '<').unwrap_or(after.len());
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '<')
+            .unwrap_or(after.len());
         if end == 0 {
             return Err("channel marker present but no channel value found in header".into());
         }
@@ -495,14 +516,19 @@ fn ref_parse_header(
     }
     let mut h = h.trim().to_string();
     if h.contains(CONSTRAIN_MARK) {
-        h = h.replace(CONSTRAIN_MARK, " <|constrain|>").trim().to_string();
+        h = h
+            .replace(CONSTRAIN_MARK, " <|constrain|>")
+            .trim()
+            .to_string();
     }
     let mut parts: Vec<&str> = h.split_ascii_whitespace().collect();
     let mut role_word: Option<String> = None;
     let role = match role {
         Some(r) => r,
         None => {
-            let first = *parts.first().ok_or_else(|| "message header did not contain a role".to_string())?;
+            let first = *parts
+                .first()
+                .ok_or_else(|| "message header did not contain a role".to_string())?;
             role_word = Some(first.to_string());
             match Role::parse(first) {
                 Some(r) => r,
@@ -537,9 +563,21 @@ fn ref_parse_header(
             }
         }
     }
-    let rest = if parts.is_empty() { None } else { Some(parts.join(" ")) };
+    let rest = if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join(" "))
+    };
     let name = if role == Role::Tool { role_word } else { None };
-    Ok((ParsedHeader { author: Author { role, name }, recipient, channel, content_type }, rest))
+    Ok((
+        ParsedHeader {
+            author: Author { role, name },
+            recipient,
+            channel,
+            content_type,
+        },
+        rest,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -592,25 +630,41 @@ fn lex_header(h: &str) -> Vec<Item> {
         }
         let word_end = |from: usize| -> usize {
             let rest = &h[from..];
-            rest.find(|c: char| c.is_whitespace() || c == '<').map_or(h.len(), |k| from + k)
+            rest.find(|c: char| c.is_whitespace() || c == '<')
+                .map_or(h.len(), |k| from + k)
         };
         if b[i] == b'<' {
             if h[i..].starts_with(CHANNEL_MARK) {
                 let vs = i + CHANNEL_MARK.len();
                 let end = word_end(vs);
-                items.push(Item { kind: ItemKind::Channel, start: i, end, value_start: vs });
+                items.push(Item {
+                    kind: ItemKind::Channel,
+                    start: i,
+                    end,
+                    value_start: vs,
+                });
                 i = end;
                 continue;
             }
             if h[i..].starts_with(CONSTRAIN_MARK) {
                 let vs = i + CONSTRAIN_MARK.len();
                 let end = word_end(vs);
-                items.push(Item { kind: ItemKind::Constrain, start: i, end, value_start: vs });
+                items.push(Item {
+                    kind: ItemKind::Constrain,
+                    start: i,
+                    end,
+                    value_start: vs,
+                });
                 i = end;
                 continue;
             }
             if let Some(n) = special_at(&h[i..]) {
-                items.push(Item { kind: ItemKind::Special, start: i, end: i + n, value_start: i });
+                items.push(Item {
+                    kind: ItemKind::Special,
+                    start: i,
+                    end: i + n,
+                    value_start: i,
+                });
                 i += n;
                 continue;
             }
@@ -624,7 +678,12 @@ fn lex_header(h: &str) -> Vec<Item> {
             }
             j += d.len_utf8();
         }
-        items.push(Item { kind: ItemKind::Word, start: i, end: j, value_start: i });
+        items.push(Item {
+            kind: ItemKind::Word,
+            start: i,
+            end: j,
+            value_start: i,
+        });
         i = j;
     }
     items
@@ -639,7 +698,10 @@ struct Lenient {
 }
 
 /// Splits a role word: exact role, `role:name`, doubled role or role glued to a channel.
-fn split_role_word(w: &str) -> Option<(Role, Option<String>, Option<RepairKind>, Option<String>)> {
+/// A role word split into (role, author name, repair, glued channel).
+type RoleWord = (Role, Option<String>, Option<RepairKind>, Option<String>);
+
+fn split_role_word(w: &str) -> Option<RoleWord> {
     if let Some(r) = Role::parse(w) {
         return Some((r, None, None, None));
     }
@@ -650,13 +712,24 @@ fn split_role_word(w: &str) -> Option<(Role, Option<String>, Option<RepairKind>,
             }
         }
     }
-    for r in [Role::Assistant, Role::User, Role::System, Role::Developer, Role::Tool] {
+    for r in [
+        Role::Assistant,
+        Role::User,
+        Role::System,
+        Role::Developer,
+        Role::Tool,
+    ] {
         if let Some(rest) = w.strip_prefix(r.as_str()) {
             if rest == r.as_str() {
                 return Some((r, None, Some(RepairKind::DoubledRole), None));
             }
             if KNOWN_CHANNELS.contains(&rest) {
-                return Some((r, None, Some(RepairKind::DoubledRole), Some(rest.to_string())));
+                return Some((
+                    r,
+                    None,
+                    Some(RepairKind::DoubledRole),
+                    Some(rest.to_string()),
+                ));
             }
         }
     }
@@ -672,7 +745,10 @@ fn lenient_header(h: &str, role: Option<Role>, missing_message: bool) -> Lenient
     let mut i = 0;
     let mut glued_channel: Option<String> = None;
     // 1. role
-    let first_word = items.first().filter(|it| it.kind == ItemKind::Word).map(|it| &h[it.start..it.end]);
+    let first_word = items
+        .first()
+        .filter(|it| it.kind == ItemKind::Word)
+        .map(|it| &h[it.start..it.end]);
     match role {
         Some(r) => {
             if let Some(w) = first_word {
@@ -691,7 +767,11 @@ fn lenient_header(h: &str, role: Option<Role>, missing_message: bool) -> Lenient
             Some((w, Some((r, name, kind, ch)))) => {
                 i = 1;
                 hd.author.role = r;
-                hd.author.name = if r == Role::Tool { Some(name.unwrap_or_else(|| w.to_string())) } else { name };
+                hd.author.name = if r == Role::Tool {
+                    Some(name.unwrap_or_else(|| w.to_string()))
+                } else {
+                    name
+                };
                 if let Some(k) = kind {
                     repairs.push((k, w.to_string()));
                 }
@@ -699,7 +779,10 @@ fn lenient_header(h: &str, role: Option<Role>, missing_message: bool) -> Lenient
             }
             Some((w, None)) if !missing_message && !w.starts_with("to=") => {
                 i = 1;
-                hd.author = Author { role: Role::Tool, name: Some(w.to_string()) };
+                hd.author = Author {
+                    role: Role::Tool,
+                    name: Some(w.to_string()),
+                };
                 if !w.contains('.') {
                     repairs.push((RepairKind::UnknownRole, w.to_string()));
                 }
@@ -712,16 +795,27 @@ fn lenient_header(h: &str, role: Option<Role>, missing_message: bool) -> Lenient
     let mut extra: Vec<&str> = Vec::new();
     let mut later: Vec<&str> = Vec::new();
     let mut content_start = None;
-    let set_channel = |hd: &mut ParsedHeader, v: &str, repairs: &mut Vec<(RepairKind, String)>| match &hd.channel {
-        None => hd.channel = Some(v.to_string()),
-        Some(c) if c == v => repairs.push((RepairKind::DuplicateChannel, v.to_string())),
-        Some(c) => repairs.push((RepairKind::DuplicateChannel, format!("kept {c:?}, dropped {v:?}"))),
-    };
-    let set_recipient = |hd: &mut ParsedHeader, v: &str, repairs: &mut Vec<(RepairKind, String)>| match &hd.recipient {
-        None => hd.recipient = Some(v.to_string()),
-        Some(c) if c == v => repairs.push((RepairKind::DuplicateRecipient, v.to_string())),
-        Some(c) => repairs.push((RepairKind::DuplicateRecipient, format!("kept {c:?}, dropped {v:?}"))),
-    };
+    let set_channel =
+        |hd: &mut ParsedHeader, v: &str, repairs: &mut Vec<(RepairKind, String)>| match &hd.channel
+        {
+            None => hd.channel = Some(v.to_string()),
+            Some(c) if c == v => repairs.push((RepairKind::DuplicateChannel, v.to_string())),
+            Some(c) => repairs.push((
+                RepairKind::DuplicateChannel,
+                format!("kept {c:?}, dropped {v:?}"),
+            )),
+        };
+    let set_recipient =
+        |hd: &mut ParsedHeader, v: &str, repairs: &mut Vec<(RepairKind, String)>| match &hd
+            .recipient
+        {
+            None => hd.recipient = Some(v.to_string()),
+            Some(c) if c == v => repairs.push((RepairKind::DuplicateRecipient, v.to_string())),
+            Some(c) => repairs.push((
+                RepairKind::DuplicateRecipient,
+                format!("kept {c:?}, dropped {v:?}"),
+            )),
+        };
     while i < items.len() {
         let it = items[i];
         let text = &h[it.start..it.end];
@@ -774,7 +868,10 @@ fn lenient_header(h: &str, role: Option<Role>, missing_message: bool) -> Lenient
                 } else if hd.channel.is_none() && KNOWN_CHANNELS.contains(&text) {
                     hd.channel = Some(text.to_string());
                     if !saw_empty_channel {
-                        repairs.push((RepairKind::ExtraHeaderWords, format!("channel {text:?} without <|channel|>")));
+                        repairs.push((
+                            RepairKind::ExtraHeaderWords,
+                            format!("channel {text:?} without <|channel|>"),
+                        ));
                     }
                 } else {
                     later.push(text);
@@ -803,7 +900,11 @@ fn lenient_header(h: &str, role: Option<Role>, missing_message: bool) -> Lenient
     if !extra.is_empty() {
         repairs.push((RepairKind::ExtraHeaderWords, extra.join(" ")));
     }
-    Lenient { header: hd, repairs, content_start }
+    Lenient {
+        header: hd,
+        repairs,
+        content_start,
+    }
 }
 
 /// Whether text found between messages starts like a header (a role word or `<|channel|>`).
@@ -822,9 +923,9 @@ fn suspicious(h: &ParsedHeader) -> bool {
         || has_marker(&h.recipient)
         || has_marker(&h.author.name)
         || h.recipient.as_deref() == Some("")
-        || h.content_type.as_deref().is_some_and(|c| {
-            c.strip_prefix(CONSTRAIN_MARK).unwrap_or(c).contains("<|")
-        })
+        || h.content_type
+            .as_deref()
+            .is_some_and(|c| c.strip_prefix(CONSTRAIN_MARK).unwrap_or(c).contains("<|"))
 }
 
 /// The lenient fix of the reference's lone content type parsed as a recipient.
@@ -862,8 +963,9 @@ struct Body {
     call: Option<usize>,
     /// Retained text (`current_content`).
     text: String,
-    /// End offsets in `text` of the pieces the reference re-encodes separately.
-    segs: Vec<usize>,
+    /// Reference modes: end offsets in `text` of the pieces the reference re-encodes
+    /// separately (for `content_tokens`); not recorded past 4 GiB.
+    segs: Vec<u32>,
     truncated: bool,
     repaired: bool,
     /// Lenient: a message the reference would not have made (stray text, lost header):
@@ -889,7 +991,9 @@ pub struct StreamParser {
     initial_role: Option<Role>,
     next_role: Option<Role>,
     state: State,
-    last_delta: Option<String>,
+    /// `last_content_delta` (a reused buffer; `has_last_delta` says whether it is set).
+    last_delta: String,
+    has_last_delta: bool,
     messages: Vec<Message>,
     repaired: Vec<bool>,
     evicted: usize,
@@ -931,7 +1035,11 @@ fn parse_err(s: impl Into<String>) -> HarmonyError {
 }
 
 fn limit_err(limit: &'static str, cap: usize, actual: usize) -> HarmonyError {
-    HarmonyError::LimitExceeded { limit, cap: cap as u64, actual: actual as u64 }
+    HarmonyError::LimitExceeded {
+        limit,
+        cap: cap as u64,
+        actual: actual as u64,
+    }
 }
 
 impl StreamParser {
@@ -944,7 +1052,8 @@ impl StreamParser {
             initial_role: role,
             next_role: role,
             state: Self::initial_state(role, mode),
-            last_delta: None,
+            last_delta: String::new(),
+            has_last_delta: false,
             messages: Vec::new(),
             repaired: Vec::new(),
             evicted: 0,
@@ -1057,13 +1166,27 @@ impl StreamParser {
     /// [`finish`](Self::finish) / [`finish_length`](Self::finish_length) into `out`.
     pub fn finish_into(&mut self, length_cut: bool, out: &mut Vec<Event>) -> Result<()> {
         let mid_message = self.eos(out)?;
-        let turn_ended = matches!(self.last_stop, Some(ids::RETURN | ids::CALL | ids::ENDOFTEXT));
+        let turn_ended = matches!(
+            self.last_stop,
+            Some(ids::RETURN | ids::CALL | ids::ENDOFTEXT)
+        );
         let ev = if mid_message || self.last_stop.is_none() {
-            Event::Incomplete { reason: if length_cut { StopReason::Length } else { StopReason::Truncated } }
+            Event::Incomplete {
+                reason: if length_cut {
+                    StopReason::Length
+                } else {
+                    StopReason::Truncated
+                },
+            }
         } else if length_cut && !turn_ended {
-            Event::Incomplete { reason: StopReason::Length }
+            Event::Incomplete {
+                reason: StopReason::Length,
+            }
         } else {
-            let reason = self.last_stop.and_then(StopReason::from_token).unwrap_or(StopReason::End);
+            let reason = self
+                .last_stop
+                .and_then(StopReason::from_token)
+                .unwrap_or(StopReason::End);
             Event::Done { reason }
         };
         out.push(ev);
@@ -1103,7 +1226,9 @@ impl StreamParser {
         match self.mode {
             Mode::Strict | Mode::NonStrict => match &self.state {
                 State::ExpectStart => Ok(false),
-                State::Header(_) => Err(parse_err("Unexpected EOS while waiting for message header to complete")),
+                State::Header(_) => Err(parse_err(
+                    "Unexpected EOS while waiting for message header to complete",
+                )),
                 State::Content(_) => {
                     self.end_message(None, out)?;
                     Ok(true)
@@ -1115,7 +1240,7 @@ impl StreamParser {
                     b.dec.flush_lossy(&mut text);
                 }
                 self.emit_text(text, out);
-                self.last_delta = None;
+                self.has_last_delta = false;
                 let last = self.tokens.last().copied();
                 let ended = last.is_some_and(|t| is_stop(t) || t == ids::ENDOFTEXT);
                 if ended {
@@ -1136,17 +1261,25 @@ impl StreamParser {
                     self.state = State::Header(HeaderBuf::default());
                     Ok(())
                 } else {
-                    Err(parse_err(format!("Unexpected token {t} while expecting start token {}", ids::START)))
+                    Err(parse_err(format!(
+                        "Unexpected token {t} while expecting start token {}",
+                        ids::START
+                    )))
                 }
             }
             State::Header(h) => {
                 if t == ids::MESSAGE {
                     let tokens = std::mem::take(&mut h.tokens);
                     self.state = State::ExpectStart;
-                    let s = tokenizer().decode_utf8(&tokens).map_err(|_| parse_err("could not decode header"))?;
-                    let (hdr, rest) = ref_parse_header(&s, self.next_role, true).map_err(parse_err)?;
+                    let s = tokenizer()
+                        .decode_utf8(&tokens)
+                        .map_err(|_| parse_err("could not decode header"))?;
+                    let (hdr, rest) =
+                        ref_parse_header(&s, self.next_role, true).map_err(parse_err)?;
                     if rest.is_some() {
-                        return Err(parse_err(format!("unexpected tokens remaining in message header: {rest:?}")));
+                        return Err(parse_err(format!(
+                            "unexpected tokens remaining in message header: {rest:?}"
+                        )));
                     }
                     self.next_role = None;
                     self.open_body(hdr, s, false, false, out);
@@ -1155,7 +1288,8 @@ impl StreamParser {
                     if let Some(role) = self.next_role {
                         if !h.tokens.is_empty() {
                             let s = ref_decode_utf8(&h.tokens)?;
-                            let (hdr, rest) = ref_parse_header(&s, Some(role), false).map_err(parse_err)?;
+                            let (hdr, rest) =
+                                ref_parse_header(&s, Some(role), false).map_err(parse_err)?;
                             self.open_body(hdr, s, false, false, out);
                             self.emit_text(rest.unwrap_or_default(), out);
                             self.end_message(Some(t), out)?;
@@ -1181,12 +1315,12 @@ impl StreamParser {
                     return self.end_message(Some(t), out);
                 }
                 if b.dec.poisoned {
-                    self.last_delta = None;
+                    self.has_last_delta = false;
                     return Ok(());
                 }
                 let Some(bytes) = tokenizer().token_bytes(t) else {
                     b.dec.poisoned = true;
-                    self.last_delta = None;
+                    self.has_last_delta = false;
                     return Ok(());
                 };
                 let mut delta = String::new();
@@ -1194,18 +1328,21 @@ impl StreamParser {
                 let mut segs = Vec::new();
                 b.dec.push_ref(bytes, &mut delta, &mut segs);
                 if delta.is_empty() {
-                    self.last_delta = None;
+                    self.has_last_delta = false;
                     return Ok(());
                 }
                 let cap = self.limits.max_parsed_message_bytes;
                 if base + delta.len() > cap {
                     let n = base + delta.len();
                     self.state = State::ExpectStart;
-                    self.last_delta = None;
+                    self.has_last_delta = false;
                     return Err(limit_err("parsed message bytes", cap, n));
                 }
                 b.text.push_str(&delta);
-                b.segs.extend(segs.into_iter().map(|s| s + base));
+                b.segs.extend(
+                    segs.into_iter()
+                        .filter_map(|s| u32::try_from(s + base).ok()),
+                );
                 self.emit_delta(delta, out, true);
                 Ok(())
             }
@@ -1228,27 +1365,42 @@ impl StreamParser {
         if is_stop(t) || t == ids::ENDOFTEXT {
             self.last_stop = Some(t);
         }
-        self.last_delta = None;
+        self.has_last_delta = false;
         self.emit_text(delta, out);
     }
 
     // ----- lenient mode ----------------------------------------------------------------------
 
-    fn repair(&mut self, index: Option<usize>, kind: RepairKind, detail: impl Into<String>, out: &mut Vec<Event>) {
-        out.push(Event::Repair { index, kind, detail: detail.into() });
+    fn repair(
+        &mut self,
+        index: Option<usize>,
+        kind: RepairKind,
+        detail: impl Into<String>,
+        out: &mut Vec<Event>,
+    ) {
+        out.push(Event::Repair {
+            index,
+            kind,
+            detail: detail.into(),
+        });
     }
 
     fn step_lenient(&mut self, t: Rank, out: &mut Vec<Event>) {
         let tk = tokenizer();
         match &mut self.state {
             State::ExpectStart => {
-                self.last_delta = None;
+                self.has_last_delta = false;
                 match t {
                     ids::START => self.state = State::Header(HeaderBuf::default()),
                     ids::MESSAGE => {
                         let idx = self.next_index;
                         let role = self.next_role.take().unwrap_or(Role::Assistant);
-                        self.repair(Some(idx), RepairKind::MissingStart, "<|message|> without a header", out);
+                        self.repair(
+                            Some(idx),
+                            RepairKind::MissingStart,
+                            "<|message|> without a header",
+                            out,
+                        );
                         self.open_body(ParsedHeader::new(role), String::new(), true, true, out);
                     }
                     ids::CHANNEL | ids::CONSTRAIN => self.orphan_push(t, out),
@@ -1331,7 +1483,11 @@ impl StreamParser {
                         b.dec.flush_lossy(&mut delta);
                         delta.push_str(REPLACEMENT);
                         b.repaired = true;
-                        out.push(Event::Repair { index: Some(index), kind: RepairKind::InvalidToken, detail: t.to_string() });
+                        out.push(Event::Repair {
+                            index: Some(index),
+                            kind: RepairKind::InvalidToken,
+                            detail: t.to_string(),
+                        });
                     }
                 }
                 self.retain_and_emit(delta, out);
@@ -1342,9 +1498,14 @@ impl StreamParser {
     /// Lenient: a token of text between messages (no `<|start|>`).
     fn orphan_push(&mut self, t: Rank, out: &mut Vec<Event>) {
         if !matches!(&self.state, State::Header(h) if h.orphan) {
-            self.state = State::Header(HeaderBuf { orphan: true, ..Default::default() });
+            self.state = State::Header(HeaderBuf {
+                orphan: true,
+                ..Default::default()
+            });
         }
-        let State::Header(h) = &mut self.state else { return };
+        let State::Header(h) = &mut self.state else {
+            return;
+        };
         let bytes = tokenizer().token_bytes(t).unwrap_or(REPLACEMENT.as_bytes());
         h.tokens.push(t);
         h.bytes += bytes.len();
@@ -1411,7 +1572,13 @@ impl StreamParser {
             }
             if !looks_like_header(&s) {
                 self.repair(Some(idx), RepairKind::StrayText, "", out);
-                self.open_body(ParsedHeader::new(Role::Assistant), String::new(), true, true, out);
+                self.open_body(
+                    ParsedHeader::new(Role::Assistant),
+                    String::new(),
+                    true,
+                    true,
+                    out,
+                );
                 if let State::Content(b) = &mut self.state {
                     b.from_orphan = true;
                 }
@@ -1445,7 +1612,10 @@ impl StreamParser {
         let idx = self.next_index;
         let (s, _, tail) = decode_header(&h.tokens, true);
         self.repair(Some(idx), kind, "", out);
-        let orphan = h.orphan;
+        let orphan = h.orphan && !looks_like_header(&s);
+        if h.orphan && !orphan {
+            self.repair(Some(idx), RepairKind::MissingStart, "", out);
+        }
         let (hdr, head, text) = if orphan {
             self.next_role = None;
             (ParsedHeader::new(Role::Assistant), String::new(), s)
@@ -1492,7 +1662,14 @@ impl StreamParser {
 
     // ----- shared ----------------------------------------------------------------------------
 
-    fn open_body(&mut self, header: ParsedHeader, raw_header: String, repaired: bool, stray: bool, out: &mut Vec<Event>) {
+    fn open_body(
+        &mut self,
+        header: ParsedHeader,
+        raw_header: String,
+        repaired: bool,
+        stray: bool,
+        out: &mut Vec<Event>,
+    ) {
         let index = self.next_index;
         self.next_index += 1;
         let call = tool_call_of(&header).map(|(name, recipient)| {
@@ -1510,7 +1687,12 @@ impl StreamParser {
             raw_header,
         });
         if let Some((call_index, name, recipient)) = &call {
-            out.push(Event::ToolCallStart { index, call_index: *call_index, name: name.clone(), recipient: recipient.clone() });
+            out.push(Event::ToolCallStart {
+                index,
+                call_index: *call_index,
+                name: name.clone(),
+                recipient: recipient.clone(),
+            });
         }
         self.state = State::Content(Box::new(Body {
             index,
@@ -1533,10 +1715,16 @@ impl StreamParser {
             _ => return,
         };
         if set_last {
-            self.last_delta = Some(text.clone());
+            self.last_delta.clear();
+            self.last_delta.push_str(&text);
+            self.has_last_delta = true;
         }
         out.push(match call {
-            Some(call_index) => Event::ToolCallDelta { index, call_index, arguments: text },
+            Some(call_index) => Event::ToolCallDelta {
+                index,
+                call_index,
+                arguments: text,
+            },
             None => Event::ContentDelta { index, text },
         });
     }
@@ -1548,13 +1736,13 @@ impl StreamParser {
         }
         if self.mode == Mode::Raw {
             if let State::Content(b) = &mut self.state {
-                retain(b, &text, self.limits.max_parsed_message_bytes);
+                retain(b, &text, self.limits.max_parsed_message_bytes, false);
             }
             out.push(Event::ContentDelta { index: 0, text });
             return;
         }
         if let State::Content(b) = &mut self.state {
-            retain(b, &text, usize::MAX);
+            retain(b, &text, usize::MAX, true);
         }
         self.emit_delta(text, out, false);
     }
@@ -1562,19 +1750,23 @@ impl StreamParser {
     /// Lenient: retains (up to the cap) and emits a delta; sets `last_content_delta`.
     fn retain_and_emit(&mut self, delta: String, out: &mut Vec<Event>) {
         if delta.is_empty() {
-            self.last_delta = None;
+            self.has_last_delta = false;
             return;
         }
         let cap = self.limits.max_parsed_message_bytes;
         let mut cut = None;
         if let State::Content(b) = &mut self.state {
-            if retain(b, &delta, cap) {
+            if retain(b, &delta, cap, false) {
                 b.repaired = true;
                 cut = Some(b.index);
             }
         }
         if let Some(i) = cut {
-            out.push(Event::Repair { index: Some(i), kind: RepairKind::MessageTooLong, detail: format!("retained text cut at {cap} bytes") });
+            out.push(Event::Repair {
+                index: Some(i),
+                kind: RepairKind::MessageTooLong,
+                detail: format!("retained text cut at {cap} bytes"),
+            });
         }
         self.emit_delta(delta, out, true);
     }
@@ -1590,24 +1782,44 @@ impl StreamParser {
             tail.push_str(REPLACEMENT);
         }
         b.dec.flush_lossy(&mut tail);
-        let cap = if self.mode.is_reference() { usize::MAX } else { self.limits.max_parsed_message_bytes };
+        let cap = if self.mode.is_reference() {
+            usize::MAX
+        } else {
+            self.limits.max_parsed_message_bytes
+        };
         if !tail.is_empty() {
-            retain(&mut b, &tail, cap);
+            retain(&mut b, &tail, cap, self.mode.is_reference());
             let index = b.index;
             out.push(match b.call {
-                Some(call_index) => Event::ToolCallDelta { index, call_index, arguments: tail },
+                Some(call_index) => Event::ToolCallDelta {
+                    index,
+                    call_index,
+                    arguments: tail,
+                },
                 None => Event::ContentDelta { index, text: tail },
             });
         }
-        self.last_delta = None;
+        self.has_last_delta = false;
         if let Some(t) = stop {
             self.last_stop = Some(t);
         }
         if let Some(call_index) = b.call {
-            out.push(Event::ToolCallDone { index: b.index, call_index });
+            out.push(Event::ToolCallDone {
+                index: b.index,
+                call_index,
+            });
         }
-        out.push(Event::MessageDone { index: b.index, stop_token: stop });
-        let Body { header, text, repaired, index, .. } = *b;
+        out.push(Event::MessageDone {
+            index: b.index,
+            stop_token: stop,
+        });
+        let Body {
+            header,
+            text,
+            repaired,
+            index,
+            ..
+        } = *b;
         let msg = Message {
             author: header.author,
             content: vec![Content::Text(text)],
@@ -1618,11 +1830,21 @@ impl StreamParser {
         self.store(msg, repaired, index, out)
     }
 
-    fn store(&mut self, msg: Message, repaired: bool, index: usize, out: &mut Vec<Event>) -> Result<()> {
+    fn store(
+        &mut self,
+        msg: Message,
+        repaired: bool,
+        index: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
         let size = msg.byte_size();
         let cap = self.limits.max_parsed_total_bytes;
         if self.mode.is_reference() && self.retained_bytes.saturating_add(size) > cap {
-            return Err(limit_err("parsed total bytes", cap, self.retained_bytes.saturating_add(size)));
+            return Err(limit_err(
+                "parsed total bytes",
+                cap,
+                self.retained_bytes.saturating_add(size),
+            ));
         }
         self.messages.push(msg);
         self.repaired.push(repaired);
@@ -1735,7 +1957,8 @@ impl StreamParser {
     }
 
     pub fn current_content_type(&self) -> Option<&str> {
-        self.current_header().and_then(|h| h.content_type.as_deref())
+        self.current_header()
+            .and_then(|h| h.content_type.as_deref())
     }
 
     /// The open message's text so far (decoded; undecodable bytes pending).
@@ -1748,17 +1971,24 @@ impl StreamParser {
 
     /// Text produced by the last id (`None` if it produced none), as the reference.
     pub fn last_content_delta(&self) -> Option<&str> {
-        self.last_delta.as_deref()
+        self.has_last_delta.then_some(self.last_delta.as_str())
     }
 
     /// The reference's `content_tokens`: each decoded piece re-encoded on its own.
     pub fn content_tokens(&self) -> Vec<Rank> {
-        let State::Content(b) = &self.state else { return Vec::new() };
+        let State::Content(b) = &self.state else {
+            return Vec::new();
+        };
         let tk = tokenizer();
         let mut out = Vec::new();
         let mut prev = 0;
         for &e in &b.segs {
-            if e > prev && e <= b.text.len() && b.text.is_char_boundary(prev) && b.text.is_char_boundary(e) {
+            let e = e as usize;
+            if e > prev
+                && e <= b.text.len()
+                && b.text.is_char_boundary(prev)
+                && b.text.is_char_boundary(e)
+            {
                 tk.encode_ordinary_into(&b.text[prev..e], &mut out);
             }
             prev = e;
@@ -1777,7 +2007,10 @@ impl StreamParser {
             State::Header(h) => json!({"state": "Header", "header_tokens": h.tokens}),
             State::Content(b) => {
                 let mut author = Map::new();
-                author.insert("role".into(), Value::String(b.header.author.role.as_str().into()));
+                author.insert(
+                    "role".into(),
+                    Value::String(b.header.author.role.as_str().into()),
+                );
                 if let Some(n) = &b.header.author.name {
                     author.insert("name".into(), Value::String(n.clone()));
                 }
@@ -1797,24 +2030,27 @@ impl StreamParser {
     }
 }
 
-/// Appends to the retained text up to `cap` bytes; returns true when it cut the text now.
-fn retain(b: &mut Body, s: &str, cap: usize) -> bool {
+/// Appends to the retained text up to `cap` bytes (recording a re-encoding segment when
+/// `seg`); returns true when it cut the text now.
+fn retain(b: &mut Body, s: &str, cap: usize, seg: bool) -> bool {
     if b.truncated {
         return false;
     }
-    if b.text.len() + s.len() <= cap {
-        b.text.push_str(s);
-        b.segs.push(b.text.len());
-        return false;
-    }
-    let mut room = cap.saturating_sub(b.text.len());
-    while room > 0 && !s.is_char_boundary(room) {
-        room -= 1;
+    let mut room = s.len();
+    if b.text.len() + s.len() > cap {
+        room = cap.saturating_sub(b.text.len());
+        while room > 0 && !s.is_char_boundary(room) {
+            room -= 1;
+        }
+        b.truncated = true;
     }
     b.text.push_str(&s[..room]);
-    b.segs.push(b.text.len());
-    b.truncated = true;
-    true
+    if seg {
+        if let Ok(e) = u32::try_from(b.text.len()) {
+            b.segs.push(e);
+        }
+    }
+    b.truncated
 }
 
 /// The reference's `decode_utf8` errors (used by its non-strict header rescue).
@@ -1831,13 +2067,22 @@ fn ref_decode_utf8(tokens: &[Rank]) -> Result<String> {
             }
         }
     }
-    String::from_utf8(bytes)
-        .map_err(|e| parse_err(format!("Could not decode tokens: Invalid utf-8 sequence: {}", e.utf8_error())))
+    String::from_utf8(bytes).map_err(|e| {
+        parse_err(format!(
+            "Could not decode tokens: Invalid utf-8 sequence: {}",
+            e.utf8_error()
+        ))
+    })
 }
 
 /// Parses a complete completion (the reference's `parse_messages_from_completion_tokens`):
 /// feeds every id, then EOS, and returns the messages.
-pub fn parse_completion(tokens: &[Rank], role: Option<Role>, mode: Mode, limits: Limits) -> Result<Vec<Message>> {
+pub fn parse_completion(
+    tokens: &[Rank],
+    role: Option<Role>,
+    mode: Mode,
+    limits: Limits,
+) -> Result<Vec<Message>> {
     let mut p = StreamParser::new(role, mode, limits);
     p.set_token_history(0);
     let mut sink = Vec::new();
@@ -1872,19 +2117,40 @@ mod tests {
     }
 
     /// (role, name, channel, recipient, content type, text) of each message.
-    type M = (Role, Option<String>, Option<String>, Option<String>, Option<String>, String);
+    type M = (
+        Role,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
 
     fn msgs(p: &StreamParser) -> Vec<M> {
         p.messages()
             .iter()
             .map(|m| {
-                (m.author.role, m.author.name.clone(), m.channel.clone(), m.recipient.clone(), m.content_type.clone(), m.text_content())
+                (
+                    m.author.role,
+                    m.author.name.clone(),
+                    m.channel.clone(),
+                    m.recipient.clone(),
+                    m.content_type.clone(),
+                    m.text_content(),
+                )
             })
             .collect()
     }
 
     fn m(role: Role, ch: Option<&str>, to: Option<&str>, ct: Option<&str>, text: &str) -> M {
-        (role, None, ch.map(Into::into), to.map(Into::into), ct.map(Into::into), text.into())
+        (
+            role,
+            None,
+            ch.map(Into::into),
+            to.map(Into::into),
+            ct.map(Into::into),
+            text.into(),
+        )
     }
 
     fn repairs(ev: &[Event]) -> Vec<RepairKind> {
@@ -1915,7 +2181,10 @@ mod tests {
         let mut d = serde_json::Map::new();
         d.insert("role".into(), json!(m.author.role.as_str()));
         d.insert("name".into(), json!(m.author.name));
-        d.insert("content".into(), json!([{"type": "text", "text": m.text_content()}]));
+        d.insert(
+            "content".into(),
+            json!([{"type": "text", "text": m.text_content()}]),
+        );
         if let Some(c) = &m.channel {
             d.insert("channel".into(), json!(c));
         }
@@ -1933,13 +2202,24 @@ mod tests {
     }
 
     fn golden_rows() -> Vec<Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/third_party/harmony/goldens/parse.jsonl");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/third_party/harmony/goldens/parse.jsonl"
+        );
         let text = std::fs::read_to_string(path).expect("goldens/parse.jsonl");
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn row_input(row: &Value) -> (Vec<Rank>, Option<Role>) {
-        let tokens: Vec<Rank> = row["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as Rank).collect();
+        let tokens: Vec<Rank> = row["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as Rank)
+            .collect();
         let role = row["role"].as_str().map(|r| Role::parse(r).unwrap());
         (tokens, role)
     }
@@ -1952,7 +2232,11 @@ mod tests {
         let res = parse_completion(&tokens, role, mode, Limits::unlimited());
         match (&row["result"], res) {
             (Value::Object(o), Err(e)) if o.contains_key("error") => {
-                assert_eq!(o["error"].as_str().unwrap(), e.to_string(), "{name}: result error")
+                assert_eq!(
+                    o["error"].as_str().unwrap(),
+                    e.to_string(),
+                    "{name}: result error"
+                )
             }
             (Value::Array(_), Ok(ms)) => assert_eq!(row["result"], dicts(&ms), "{name}: result"),
             (want, got) => panic!("{name}: result {want} vs {got:?}"),
@@ -1963,9 +2247,17 @@ mod tests {
         for (i, &t) in tokens.iter().enumerate() {
             if let Err(e) = p.process(t) {
                 let se = &row["stream_error"];
-                assert_eq!(se["error"].as_str(), Some(e.to_string().as_str()), "{name}: error at {i}");
+                assert_eq!(
+                    se["error"].as_str(),
+                    Some(e.to_string().as_str()),
+                    "{name}: error at {i}"
+                );
                 assert_eq!(se["at"].as_u64(), Some(i as u64), "{name}: error position");
-                assert_eq!(row["messages_at_error"], dicts(p.messages()), "{name}: messages at error");
+                assert_eq!(
+                    row["messages_at_error"],
+                    dicts(p.messages()),
+                    "{name}: messages at error"
+                );
                 return;
             }
             let want = &stream[i];
@@ -1980,10 +2272,19 @@ mod tests {
             });
             assert_eq!(want, &got, "{name}: token {i}");
         }
-        assert!(row["stream_error"].is_null(), "{name}: expected a stream error");
+        assert!(
+            row["stream_error"].is_null(),
+            "{name}: expected a stream error"
+        );
         match (p.process_eos(), &row["messages_after_eos"]) {
-            (Ok(()), want @ Value::Array(_)) => assert_eq!(want, &dicts(p.messages()), "{name}: messages after eos"),
-            (Err(e), Value::Object(o)) => assert_eq!(o["error"].as_str().unwrap(), e.to_string(), "{name}: eos error"),
+            (Ok(()), want @ Value::Array(_)) => {
+                assert_eq!(want, &dicts(p.messages()), "{name}: messages after eos")
+            }
+            (Err(e), Value::Object(o)) => assert_eq!(
+                o["error"].as_str().unwrap(),
+                e.to_string(),
+                "{name}: eos error"
+            ),
             (got, want) => panic!("{name}: eos {got:?} vs {want}"),
         }
     }
@@ -1993,7 +2294,11 @@ mod tests {
         let rows = golden_rows();
         assert!(rows.len() >= 100, "{} rows", rows.len());
         for row in &rows {
-            let mode = if row["strict"].as_bool().unwrap() { Mode::Strict } else { Mode::NonStrict };
+            let mode = if row["strict"].as_bool().unwrap() {
+                Mode::Strict
+            } else {
+                Mode::NonStrict
+            };
             check_reference_row(row, mode);
         }
     }
@@ -2022,7 +2327,8 @@ mod tests {
         for row in golden_rows().iter().filter(|r| r["strict"] == json!(false)) {
             let name = row["name"].as_str().unwrap();
             let (tokens, role) = row_input(row);
-            let res = parse_completion(&tokens, role, Mode::Lenient, Limits::default()).expect("lenient never fails");
+            let res = parse_completion(&tokens, role, Mode::Lenient, Limits::default())
+                .expect("lenient never fails");
             if row["result"].is_array() && !LENIENT_DEVIATIONS.contains(&name) {
                 assert_eq!(row["result"], dicts(&res), "{name}");
             }
@@ -2068,15 +2374,39 @@ mod tests {
     #[test]
     fn lenient_call_on_analysis_and_content_types() {
         let cases = [
-            ("<|channel|>analysis to=functions.f <|constrain|>json", Some("analysis"), Some("<|constrain|>json")),
-            ("<|channel|>commentary to=functions.f json", Some("commentary"), Some("json")),
-            ("<|channel|>analysis to=functions.f code", Some("analysis"), Some("code")),
-            ("<|channel|>commentary to=functions.f", Some("commentary"), None),
+            (
+                "<|channel|>analysis to=functions.f <|constrain|>json",
+                Some("analysis"),
+                Some("<|constrain|>json"),
+            ),
+            (
+                "<|channel|>commentary to=functions.f json",
+                Some("commentary"),
+                Some("json"),
+            ),
+            (
+                "<|channel|>analysis to=functions.f code",
+                Some("analysis"),
+                Some("code"),
+            ),
+            (
+                "<|channel|>commentary to=functions.f",
+                Some("commentary"),
+                None,
+            ),
         ];
         for (h, ch, ct) in cases {
             let (ev, p) = lenient(&format!("{S}{h}<|message|>{{}}<|call|>"), None);
-            assert_eq!(msgs(&p), vec![m(A, ch, Some("functions.f"), ct, "{}")], "{h}");
-            assert!(ev.iter().any(|e| matches!(e, Event::ToolCallStart { name, .. } if name == "f")), "{h}");
+            assert_eq!(
+                msgs(&p),
+                vec![m(A, ch, Some("functions.f"), ct, "{}")],
+                "{h}"
+            );
+            assert!(
+                ev.iter()
+                    .any(|e| matches!(e, Event::ToolCallStart { name, .. } if name == "f")),
+                "{h}"
+            );
         }
     }
 
@@ -2084,9 +2414,18 @@ mod tests {
     fn lenient_tool_results_are_not_calls() {
         let s = "<|start|>functions.f to=assistant<|channel|>commentary<|message|>42<|end|>";
         let (ev, p) = lenient(s, None);
-        assert_eq!(p.messages()[0].author, Author { role: T, name: Some("functions.f".into()) });
+        assert_eq!(
+            p.messages()[0].author,
+            Author {
+                role: T,
+                name: Some("functions.f".into())
+            }
+        );
         assert!(!ev.iter().any(|e| matches!(e, Event::ToolCallStart { .. })));
-        assert!(ev.contains(&Event::ContentDelta { index: 0, text: "42".into() }));
+        assert!(ev.contains(&Event::ContentDelta {
+            index: 0,
+            text: "42".into()
+        }));
     }
 
     #[test]
@@ -2094,20 +2433,38 @@ mod tests {
         for (h, ct) in [
             ("<|channel|>final <|constrain|>json", "<|constrain|>json"),
             ("<|channel|>final json", "json"),
-            ("<|channel|>commentary <|constrain|>json", "<|constrain|>json"),
+            (
+                "<|channel|>commentary <|constrain|>json",
+                "<|constrain|>json",
+            ),
         ] {
             let s = format!("{S}{h}<|message|>{{\"a\":1}}<|return|>");
             let (ev, p) = lenient(&s, None);
-            let ch = if h.contains("final") { "final" } else { "commentary" };
+            let ch = if h.contains("final") {
+                "final"
+            } else {
+                "commentary"
+            };
             assert_eq!(msgs(&p), vec![m(A, Some(ch), None, Some(ct), "{\"a\":1}")]);
             assert!(!ev.iter().any(|e| matches!(e, Event::ToolCallStart { .. })));
             assert!(repairs(&ev).is_empty());
             // strict keeps the reference's misparse
-            assert_eq!(strict_msgs(&s, None).unwrap(), vec![m(A, Some(ch), Some(ct), None, "{\"a\":1}")]);
+            assert_eq!(
+                strict_msgs(&s, None).unwrap(),
+                vec![m(A, Some(ch), Some(ct), None, "{\"a\":1}")]
+            );
         }
         // two constrain words: the first is the content type
-        let (ev, p) = lenient(&format!("{S}<|channel|>final <|constrain|>json <|constrain|>response<|message|>{{}}<|end|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("final"), None, Some("<|constrain|>json"), "{}")]);
+        let (ev, p) = lenient(
+            &format!(
+                "{S}<|channel|>final <|constrain|>json <|constrain|>response<|message|>{{}}<|end|>"
+            ),
+            None,
+        );
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("final"), None, Some("<|constrain|>json"), "{}")]
+        );
         assert_eq!(repairs(&ev), vec![RepairKind::ExtraHeaderWords]);
     }
 
@@ -2115,46 +2472,101 @@ mod tests {
     fn lenient_missing_message_token() {
         // role given: same as the reference
         let (ev, p) = lenient("<|channel|>final Hello there<|end|>", Some(A));
-        assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "Hello there")]);
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("final"), None, None, "Hello there")]
+        );
         assert_eq!(repairs(&ev), vec![RepairKind::MissingMessage]);
         assert_eq!(p.repaired(), &[true]);
         // no role given: the reference drops it
         let (_, p) = lenient(&format!("{S}<|channel|>final Hello there<|end|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "Hello there")]);
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("final"), None, None, "Hello there")]
+        );
         // refusal without channel
         let (_, p) = lenient(&format!("{S} I cannot help with that.<|end|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, None, None, None, "I cannot help with that.")]);
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, None, None, None, "I cannot help with that.")]
+        );
         // a later message (the reference silently loses it), inner whitespace kept
         let (_, p) = lenient(&format!("{S}<|channel|>analysis<|message|>ok<|end|>{S}<|channel|>final Hello\n  world<|return|>"), None);
         assert_eq!(
             msgs(&p),
-            vec![m(A, Some("analysis"), None, None, "ok"), m(A, Some("final"), None, None, "Hello\n  world")]
+            vec![
+                m(A, Some("analysis"), None, None, "ok"),
+                m(A, Some("final"), None, None, "Hello\n  world")
+            ]
         );
         // then a valid message
-        let (_, p) = lenient(&format!("{S}<|channel|>final Hello<|end|>{S}<|channel|>final<|message|>Hi<|end|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "Hello"), m(A, Some("final"), None, None, "Hi")]);
+        let (_, p) = lenient(
+            &format!("{S}<|channel|>final Hello<|end|>{S}<|channel|>final<|message|>Hi<|end|>"),
+            None,
+        );
+        assert_eq!(
+            msgs(&p),
+            vec![
+                m(A, Some("final"), None, None, "Hello"),
+                m(A, Some("final"), None, None, "Hi")
+            ]
+        );
         // a header ended by <|start|>
-        let (ev, p) = lenient(&format!("{S}<|channel|>final Hello{S}<|channel|>final<|message|>Hi<|end|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "Hello"), m(A, Some("final"), None, None, "Hi")]);
-        assert!(ev.contains(&Event::MessageDone { index: 0, stop_token: None }));
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>final Hello{S}<|channel|>final<|message|>Hi<|end|>"),
+            None,
+        );
+        assert_eq!(
+            msgs(&p),
+            vec![
+                m(A, Some("final"), None, None, "Hello"),
+                m(A, Some("final"), None, None, "Hi")
+            ]
+        );
+        assert!(ev.contains(&Event::MessageDone {
+            index: 0,
+            stop_token: None
+        }));
     }
 
     #[test]
     fn lenient_missing_start_and_role() {
         let (ev, p) = lenient("<|channel|>final<|message|>Hi<|end|>", None);
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "Hi")]);
-        assert_eq!(repairs(&ev), vec![RepairKind::MissingStart, RepairKind::MissingRole]);
+        assert_eq!(
+            repairs(&ev),
+            vec![RepairKind::MissingStart, RepairKind::MissingRole]
+        );
         let (ev, p) = lenient(&format!("{S}<|channel|>analysis<|message|>a<|end|>assistant<|channel|>final<|message|>b<|return|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("analysis"), None, None, "a"), m(A, Some("final"), None, None, "b")]);
+        assert_eq!(
+            msgs(&p),
+            vec![
+                m(A, Some("analysis"), None, None, "a"),
+                m(A, Some("final"), None, None, "b")
+            ]
+        );
         assert_eq!(repairs(&ev), vec![RepairKind::MissingStart]);
         assert_eq!(p.repaired(), &[false, true]);
-        assert_eq!(last(&ev), &Event::Done { reason: StopReason::Return });
+        assert_eq!(
+            last(&ev),
+            &Event::Done {
+                reason: StopReason::Return
+            }
+        );
         // <|message|> with no header at all
-        let (ev, p) = lenient(&format!("{S}<|channel|>analysis<|message|>a<|end|><|message|>b<|end|>"), None);
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>analysis<|message|>a<|end|><|message|>b<|end|>"),
+            None,
+        );
         assert_eq!(msgs(&p)[1], m(A, None, None, None, "b"));
         assert_eq!(repairs(&ev), vec![RepairKind::MissingStart]);
         // missing <|start|> and <|message|>
-        let (_, p) = lenient(&format!("{S}<|channel|>analysis<|message|>a<|end|>assistant<|channel|>final Hi<|end|>"), None);
+        let (_, p) = lenient(
+            &format!(
+                "{S}<|channel|>analysis<|message|>a<|end|>assistant<|channel|>final Hi<|end|>"
+            ),
+            None,
+        );
         assert_eq!(msgs(&p)[1], m(A, Some("final"), None, None, "Hi"));
     }
 
@@ -2163,39 +2575,78 @@ mod tests {
         let (ev, p) = lenient(&format!("{S}<|channel|>analysis<|message|>a<|end|>Hello{S}<|channel|>final<|message|>b<|end|>"), None);
         assert_eq!(
             msgs(&p),
-            vec![m(A, Some("analysis"), None, None, "a"), m(A, None, None, None, "Hello"), m(A, Some("final"), None, None, "b")]
+            vec![
+                m(A, Some("analysis"), None, None, "a"),
+                m(A, None, None, None, "Hello"),
+                m(A, Some("final"), None, None, "b")
+            ]
         );
         assert_eq!(repairs(&ev), vec![RepairKind::StrayText]);
         assert_eq!(p.repaired(), &[false, true, false]);
         let (ev, p) = lenient(&format!("{S}<|channel|>analysis<|message|>a<|end|>\n\n{S}<|channel|>final<|message|>b<|end|>"), None);
         assert_eq!(p.messages().len(), 2);
-        assert!(ev.contains(&Event::Repair { index: None, kind: RepairKind::StrayWhitespace, detail: "\n\n".into() }));
+        assert!(ev.contains(&Event::Repair {
+            index: None,
+            kind: RepairKind::StrayWhitespace,
+            detail: "\n\n".into()
+        }));
         // a long stray text streams before its end
         let long = "word ".repeat(100);
         let mut p = StreamParser::new(None, Mode::Lenient, Limits::default());
-        let ev = p.feed(&toks(&format!("{S}<|channel|>final<|message|>a<|end|>{long}"))).unwrap();
-        assert!(ev.iter().any(|e| matches!(e, Event::ContentDelta { index: 1, .. })));
+        let ev = p
+            .feed(&toks(&format!(
+                "{S}<|channel|>final<|message|>a<|end|>{long}"
+            )))
+            .unwrap();
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, Event::ContentDelta { index: 1, .. })));
     }
 
     #[test]
     fn lenient_return_after_end_and_garbage_after_call() {
-        let (ev, p) = lenient(&format!("{S}<|channel|>final<|message|>Hi<|end|><|return|>"), None);
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>final<|message|>Hi<|end|><|return|>"),
+            None,
+        );
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "Hi")]);
         assert_eq!(repairs(&ev), vec![RepairKind::StrayToken]);
-        assert_eq!(last(&ev), &Event::Done { reason: StopReason::Return });
+        assert_eq!(
+            last(&ev),
+            &Event::Done {
+                reason: StopReason::Return
+            }
+        );
         let s = format!("{S}<|channel|>commentary to=functions.f <|constrain|>json<|message|>{{}}<|call|>trailing text");
         let (ev, p) = lenient(&s, None);
         assert_eq!(
             msgs(&p),
-            vec![m(A, Some("commentary"), Some("functions.f"), Some("<|constrain|>json"), "{}"), m(A, None, None, None, "trailing text")]
+            vec![
+                m(
+                    A,
+                    Some("commentary"),
+                    Some("functions.f"),
+                    Some("<|constrain|>json"),
+                    "{}"
+                ),
+                m(A, None, None, None, "trailing text")
+            ]
         );
         assert_eq!(repairs(&ev), vec![RepairKind::StrayText]);
-        assert_eq!(last(&ev), &Event::Done { reason: StopReason::Call });
+        assert_eq!(
+            last(&ev),
+            &Event::Done {
+                reason: StopReason::Call
+            }
+        );
     }
 
     #[test]
     fn lenient_double_start() {
-        let (ev, p) = lenient(&format!("<|start|>{S}<|channel|>final<|message|>x<|end|>"), None);
+        let (ev, p) = lenient(
+            &format!("<|start|>{S}<|channel|>final<|message|>x<|end|>"),
+            None,
+        );
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "x")]);
         assert_eq!(repairs(&ev), vec![RepairKind::DoubleStart]);
         // role given and the output repeats <|start|>assistant: not a recipient
@@ -2205,38 +2656,75 @@ mod tests {
 
     #[test]
     fn lenient_duplicated_channel_and_recipient() {
-        let (ev, p) = lenient(&format!("{S}<|channel|>analysis<|channel|>analysis<|message|>x<|end|>"), None);
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>analysis<|channel|>analysis<|message|>x<|end|>"),
+            None,
+        );
         assert_eq!(msgs(&p), vec![m(A, Some("analysis"), None, None, "x")]);
         assert_eq!(repairs(&ev), vec![RepairKind::DuplicateChannel]);
         let (_, p) = lenient(&format!("{S}<|channel|>commentary to=functions.f<|channel|>commentary<|message|>{{}}<|call|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")]);
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")]
+        );
         for h in [
             "<|channel|>commentary to=functions.f to=functions.g",
             " to=functions.f<|channel|>commentary to=functions.g",
         ] {
             let (ev, p) = lenient(&format!("{S}{h}<|message|>{{}}<|call|>"), None);
-            assert_eq!(msgs(&p), vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")], "{h}");
+            assert_eq!(
+                msgs(&p),
+                vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")],
+                "{h}"
+            );
             assert_eq!(repairs(&ev), vec![RepairKind::DuplicateRecipient]);
         }
-        let (_, p) = lenient(&format!("{S}<|channel|>commentary to= functions.f<|message|>{{}}<|call|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")]);
+        let (_, p) = lenient(
+            &format!("{S}<|channel|>commentary to= functions.f<|message|>{{}}<|call|>"),
+            None,
+        );
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")]
+        );
     }
 
     #[test]
     fn lenient_roles() {
         let (ev, p) = lenient("<|start|>robot<|message|>x<|end|>", None);
-        assert_eq!(p.messages()[0].author, Author { role: T, name: Some("robot".into()) });
+        assert_eq!(
+            p.messages()[0].author,
+            Author {
+                role: T,
+                name: Some("robot".into())
+            }
+        );
         assert_eq!(repairs(&ev), vec![RepairKind::UnknownRole]);
         let (ev, p) = lenient("<|start|>functions.lookup<|message|>r<|end|>", None);
-        assert_eq!(p.messages()[0].author, Author { role: T, name: Some("functions.lookup".into()) });
+        assert_eq!(
+            p.messages()[0].author,
+            Author {
+                role: T,
+                name: Some("functions.lookup".into())
+            }
+        );
         assert!(repairs(&ev).is_empty());
-        let (ev, p) = lenient("<|start|>assistantassistant<|channel|>final<|message|>x<|end|>", None);
+        let (ev, p) = lenient(
+            "<|start|>assistantassistant<|channel|>final<|message|>x<|end|>",
+            None,
+        );
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "x")]);
         assert_eq!(repairs(&ev), vec![RepairKind::DoubledRole]);
         let (_, p) = lenient("<|start|>assistantfinal<|message|>x<|end|>", None);
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "x")]);
         let (ev, p) = lenient("<|start|>user:alice<|message|>hi<|end|>", None);
-        assert_eq!(p.messages()[0].author, Author { role: U, name: Some("alice".into()) });
+        assert_eq!(
+            p.messages()[0].author,
+            Author {
+                role: U,
+                name: Some("alice".into())
+            }
+        );
         assert!(repairs(&ev).is_empty());
     }
 
@@ -2247,18 +2735,46 @@ mod tests {
         assert_eq!(repairs(&ev), vec![RepairKind::EmptyChannel]);
         let (_, p) = lenient(&format!("{S}<|channel|> final<|message|>x<|end|>"), None);
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "x")]);
-        let (ev, p) = lenient(&format!("{S}<|channel|>commentary ––commentary to=functions.f<|message|>{{}}<|call|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")]);
-        assert!(ev.contains(&Event::Repair { index: Some(0), kind: RepairKind::ExtraHeaderWords, detail: "––commentary".into() }));
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>commentary ––commentary to=functions.f<|message|>{{}}<|call|>"),
+            None,
+        );
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("commentary"), Some("functions.f"), None, "{}")]
+        );
+        assert!(ev.contains(&Event::Repair {
+            index: Some(0),
+            kind: RepairKind::ExtraHeaderWords,
+            detail: "––commentary".into()
+        }));
         // accepted by the reference: kept verbatim (custom channel names too)
         let (ev, p) = lenient(&format!("{S}<|channel|>––commentary<|message|>x<|end|>{S}<|channel|>reasoning<|message|>y<|end|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("––commentary"), None, None, "x"), m(A, Some("reasoning"), None, None, "y")]);
+        assert_eq!(
+            msgs(&p),
+            vec![
+                m(A, Some("––commentary"), None, None, "x"),
+                m(A, Some("reasoning"), None, None, "y")
+            ]
+        );
         assert!(repairs(&ev).is_empty());
-        let (ev, p) = lenient(&format!("{S}<|reserved_200010|><|channel|>final<|message|>x<|end|>"), None);
+        let (ev, p) = lenient(
+            &format!("{S}<|reserved_200010|><|channel|>final<|message|>x<|end|>"),
+            None,
+        );
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "x")]);
         assert_eq!(repairs(&ev), vec![RepairKind::ExtraHeaderWords]);
         let (_, p) = lenient(&format!("{S}<|channel|>commentary to=functions.f <|constrain|>json json<|message|>{{}}<|call|>"), None);
-        assert_eq!(msgs(&p), vec![m(A, Some("commentary"), Some("functions.f"), Some("<|constrain|>json"), "{}")]);
+        assert_eq!(
+            msgs(&p),
+            vec![m(
+                A,
+                Some("commentary"),
+                Some("functions.f"),
+                Some("<|constrain|>json"),
+                "{}"
+            )]
+        );
     }
 
     #[test]
@@ -2267,7 +2783,10 @@ mod tests {
         ids.push(999_999);
         ids.extend(toks("b<|end|>"));
         let (ev, p) = run(Mode::Lenient, None, &ids);
-        assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "a\u{FFFD}b")]);
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("final"), None, None, "a\u{FFFD}b")]
+        );
         assert_eq!(repairs(&ev), vec![RepairKind::InvalidToken]);
         // strict: the reference swallows the rest of the message
         let (_, p) = run(Mode::Strict, None, &ids);
@@ -2286,30 +2805,66 @@ mod tests {
 
     #[test]
     fn lenient_special_tokens_in_content_are_kept() {
-        for sp in ["<|reserved_200013|>", "<|start|>", "<|channel|>", "<|message|>", "<|constrain|>", "<|startoftext|>"] {
-            let (ev, p) = lenient(&format!("{S}<|channel|>final<|message|>a{sp}b<|end|>"), None);
-            assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, &format!("a{sp}b"))], "{sp}");
+        for sp in [
+            "<|reserved_200013|>",
+            "<|start|>",
+            "<|channel|>",
+            "<|message|>",
+            "<|constrain|>",
+            "<|startoftext|>",
+        ] {
+            let (ev, p) = lenient(
+                &format!("{S}<|channel|>final<|message|>a{sp}b<|end|>"),
+                None,
+            );
+            assert_eq!(
+                msgs(&p),
+                vec![m(A, Some("final"), None, None, &format!("a{sp}b"))],
+                "{sp}"
+            );
             assert_eq!(repairs(&ev), vec![RepairKind::SpecialTokenInContent]);
         }
         // <|endoftext|> ends the message
-        let (ev, p) = lenient(&format!("{S}<|channel|>final<|message|>a<|endoftext|>"), None);
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>final<|message|>a<|endoftext|>"),
+            None,
+        );
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "a")]);
-        assert_eq!(last(&ev), &Event::Done { reason: StopReason::EndOfText });
+        assert_eq!(
+            last(&ev),
+            &Event::Done {
+                reason: StopReason::EndOfText
+            }
+        );
     }
 
     #[test]
     fn lenient_several_tool_calls() {
-        let call = |f: &str| format!("{S}<|channel|>commentary to=functions.{f} <|constrain|>json<|message|>{{}}<|call|>");
+        let call = |f: &str| {
+            format!("{S}<|channel|>commentary to=functions.{f} <|constrain|>json<|message|>{{}}<|call|>")
+        };
         let s = format!("{S}<|channel|>analysis<|message|>plan<|end|>{}{}{S}<|channel|>analysis to=browser.search<|message|>{{}}<|call|>", call("a"), call("b"));
         let (ev, _) = lenient(&s, None);
         let starts: Vec<(usize, usize, String)> = ev
             .iter()
             .filter_map(|e| match e {
-                Event::ToolCallStart { index, call_index, name, .. } => Some((*index, *call_index, name.clone())),
+                Event::ToolCallStart {
+                    index,
+                    call_index,
+                    name,
+                    ..
+                } => Some((*index, *call_index, name.clone())),
                 _ => None,
             })
             .collect();
-        assert_eq!(starts, vec![(1, 0, "a".into()), (2, 1, "b".into()), (3, 2, "browser.search".into())]);
+        assert_eq!(
+            starts,
+            vec![
+                (1, 0, "a".into()),
+                (2, 1, "b".into()),
+                (3, 2, "browser.search".into())
+            ]
+        );
     }
 
     #[test]
@@ -2317,26 +2872,59 @@ mod tests {
         // mid-header
         let (ev, p) = lenient(&format!("{S}<|channel|>fin"), None);
         assert_eq!(msgs(&p), vec![m(A, Some("fin"), None, None, "")]);
-        assert_eq!(last(&ev), &Event::Incomplete { reason: StopReason::Truncated });
+        assert_eq!(
+            last(&ev),
+            &Event::Incomplete {
+                reason: StopReason::Truncated
+            }
+        );
         let (ev, p) = lenient("<|start|>", None);
         assert!(p.messages().is_empty());
-        assert_eq!(last(&ev), &Event::Incomplete { reason: StopReason::Truncated });
+        assert_eq!(
+            last(&ev),
+            &Event::Incomplete {
+                reason: StopReason::Truncated
+            }
+        );
         // mid-content
         let ids = toks(&format!("{S}<|channel|>final<|message|>Hello wor"));
         let (ev, p) = run(Mode::Lenient, None, &ids);
         assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, "Hello wor")]);
-        assert!(ev.contains(&Event::MessageDone { index: 0, stop_token: None }));
-        assert_eq!(last(&ev), &Event::Incomplete { reason: StopReason::Truncated });
+        assert!(ev.contains(&Event::MessageDone {
+            index: 0,
+            stop_token: None
+        }));
+        assert_eq!(
+            last(&ev),
+            &Event::Incomplete {
+                reason: StopReason::Truncated
+            }
+        );
         let mut p = StreamParser::new(None, Mode::Lenient, Limits::default());
         p.feed(&ids).unwrap();
-        assert_eq!(last(&p.finish_length().unwrap()), &Event::Incomplete { reason: StopReason::Length });
+        assert_eq!(
+            last(&p.finish_length().unwrap()),
+            &Event::Incomplete {
+                reason: StopReason::Length
+            }
+        );
         // after <|end|> the turn may go on: a length cut is incomplete, a clean end is not
         let ids = toks(&format!("{S}<|channel|>analysis<|message|>a<|end|>"));
         let mut p = StreamParser::new(None, Mode::Lenient, Limits::default());
         p.feed(&ids).unwrap();
         let mut q = p.clone();
-        assert_eq!(last(&p.finish().unwrap()), &Event::Done { reason: StopReason::End });
-        assert_eq!(last(&q.finish_length().unwrap()), &Event::Incomplete { reason: StopReason::Length });
+        assert_eq!(
+            last(&p.finish().unwrap()),
+            &Event::Done {
+                reason: StopReason::End
+            }
+        );
+        assert_eq!(
+            last(&q.finish_length().unwrap()),
+            &Event::Incomplete {
+                reason: StopReason::Length
+            }
+        );
         // a UTF-8 sequence cut at the end
         let mut ids = toks(&format!("{S}<|channel|>final<|message|>x"));
         ids.push(tokenizer().rank_of(&[0xF0]).unwrap());
@@ -2346,27 +2934,51 @@ mod tests {
 
     #[test]
     fn lenient_header_too_long_becomes_content() {
-        let limits = Limits { max_header_bytes: 64, ..Limits::default() };
+        let limits = Limits {
+            max_header_bytes: 64,
+            ..Limits::default()
+        };
         let mut p = StreamParser::new(None, Mode::Lenient, limits);
         let text = "lorem ipsum ".repeat(20);
-        let mut ev = p.feed(&toks(&format!("{S}<|channel|>final {text}"))).unwrap();
+        let mut ev = p
+            .feed(&toks(&format!("{S}<|channel|>final {text}")))
+            .unwrap();
         assert_eq!(p.state(), StateKind::Content);
         assert!(p.header_tokens().is_empty());
         ev.extend(p.feed(&toks("tail<|end|>")).unwrap());
-        assert_eq!(msgs(&p), vec![m(A, Some("final"), None, None, &format!("{text}tail"))]);
+        assert_eq!(
+            msgs(&p),
+            vec![m(A, Some("final"), None, None, &format!("{text}tail"))]
+        );
         assert!(repairs(&ev).contains(&RepairKind::HeaderTooLong));
         // strict: an error, and the header is dropped
         let mut p = StreamParser::new(None, Mode::Strict, limits);
-        let e = p.feed(&toks(&format!("{S}<|channel|>final {text}"))).unwrap_err();
-        assert!(matches!(e, HarmonyError::LimitExceeded { limit: "header bytes", .. }));
+        let e = p
+            .feed(&toks(&format!("{S}<|channel|>final {text}")))
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            HarmonyError::LimitExceeded {
+                limit: "header bytes",
+                ..
+            }
+        ));
         assert!(p.header_tokens().len() < 64);
     }
 
     #[test]
     fn lenient_message_and_total_caps() {
-        let limits = Limits { max_parsed_message_bytes: 10, max_parsed_total_bytes: 100, ..Limits::default() };
+        let limits = Limits {
+            max_parsed_message_bytes: 10,
+            max_parsed_total_bytes: 100,
+            ..Limits::default()
+        };
         let mut p = StreamParser::new(None, Mode::Lenient, limits);
-        let ev = p.feed(&toks(&format!("{S}<|channel|>final<|message|>0123456789abcdef<|end|>"))).unwrap();
+        let ev = p
+            .feed(&toks(&format!(
+                "{S}<|channel|>final<|message|>0123456789abcdef<|end|>"
+            )))
+            .unwrap();
         let streamed: String = ev
             .iter()
             .filter_map(|e| match e {
@@ -2378,15 +2990,28 @@ mod tests {
         assert_eq!(p.messages()[0].text_content(), "0123456789");
         assert!(repairs(&ev).contains(&RepairKind::MessageTooLong));
         for _ in 0..20 {
-            p.feed(&toks(&format!("{S}<|channel|>final<|message|>0123456789<|end|>"))).unwrap();
+            p.feed(&toks(&format!(
+                "{S}<|channel|>final<|message|>0123456789<|end|>"
+            )))
+            .unwrap();
         }
         assert!(p.retained_bytes() <= 100);
         assert!(p.first_message_index() > 0);
         assert_eq!(p.first_message_index() + p.messages().len(), 21);
         // strict: errors
         let mut p = StreamParser::new(None, Mode::Strict, limits);
-        let e = p.feed(&toks(&format!("{S}<|channel|>final<|message|>0123456789abcdef<|end|>"))).unwrap_err();
-        assert!(matches!(e, HarmonyError::LimitExceeded { limit: "parsed message bytes", .. }));
+        let e = p
+            .feed(&toks(&format!(
+                "{S}<|channel|>final<|message|>0123456789abcdef<|end|>"
+            )))
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            HarmonyError::LimitExceeded {
+                limit: "parsed message bytes",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -2401,16 +3026,27 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(text, "<|start|>assistant<|channel|>final<|message|>héllo<|end|>\u{FFFD}");
+        assert_eq!(
+            text,
+            "<|start|>assistant<|channel|>final<|message|>héllo<|end|>\u{FFFD}"
+        );
         assert!(p.messages().is_empty());
-        assert_eq!(last(&ev), &Event::Incomplete { reason: StopReason::Truncated });
+        assert_eq!(
+            last(&ev),
+            &Event::Incomplete {
+                reason: StopReason::Truncated
+            }
+        );
     }
 
     #[test]
     fn accessors_state_json_reset_snapshot() {
         let mut p = StreamParser::new(None, Mode::Strict, Limits::default());
         assert_eq!(p.state_json(), r#"{"state":"ExpectStart"}"#);
-        p.feed(&toks("<|start|>functions.f to=assistant<|channel|>commentary json<|message|>ab")).unwrap();
+        p.feed(&toks(
+            "<|start|>functions.f to=assistant<|channel|>commentary json<|message|>ab",
+        ))
+        .unwrap();
         let v: Value = serde_json::from_str(&p.state_json()).unwrap();
         assert_eq!(
             v,
@@ -2429,7 +3065,10 @@ mod tests {
         assert!(p.tokens().is_empty());
         let mut p = StreamParser::new(Some(A), Mode::Strict, Limits::default());
         p.feed(&toks("<|channel|>")).unwrap();
-        assert_eq!(p.state_json(), r#"{"state":"Header","header_tokens":[200005]}"#);
+        assert_eq!(
+            p.state_json(),
+            r#"{"state":"Header","header_tokens":[200005]}"#
+        );
         assert_eq!(p.current_role(), Some(A));
     }
 
@@ -2437,7 +3076,10 @@ mod tests {
     fn token_history_is_capped() {
         let mut p = StreamParser::new(None, Mode::Lenient, Limits::default());
         p.set_token_history(10);
-        let ids = toks(&format!("{S}<|channel|>final<|message|>{}<|end|>", "a b c d e f g h i j k l ".repeat(5)));
+        let ids = toks(&format!(
+            "{S}<|channel|>final<|message|>{}<|end|>",
+            "a b c d e f g h i j k l ".repeat(5)
+        ));
         p.feed(&ids).unwrap();
         assert!(p.tokens().len() >= 10 && p.tokens().len() < 20);
         assert_eq!(p.tokens_dropped() as usize + p.tokens().len(), ids.len());
@@ -2475,7 +3117,8 @@ mod tests {
         // one endless message and one endless header
         let mut p = StreamParser::new(None, Mode::Lenient, limits);
         p.set_token_history(0);
-        p.feed(&toks(&format!("{S}<|channel|>final<|message|>"))).unwrap();
+        p.feed(&toks(&format!("{S}<|channel|>final<|message|>")))
+            .unwrap();
         let words = toks(&"endless text ".repeat(1000));
         for _ in 0..200 {
             p.feed(&words).unwrap();
@@ -2493,8 +3136,15 @@ mod tests {
 
     use proptest::prelude::*;
 
-    const STRUCTURAL: [Rank; 7] =
-        [ids::START, ids::MESSAGE, ids::END, ids::RETURN, ids::CALL, ids::STARTOFTEXT, ids::ENDOFTEXT];
+    const STRUCTURAL: [Rank; 7] = [
+        ids::START,
+        ids::MESSAGE,
+        ids::END,
+        ids::RETURN,
+        ids::CALL,
+        ids::STARTOFTEXT,
+        ids::ENDOFTEXT,
+    ];
 
     fn normalize(s: &str) -> String {
         let mut s = s.to_string();
@@ -2532,7 +3182,11 @@ mod tests {
                 Event::MessageStart { raw_header, .. } => s.push_str(raw_header),
                 Event::ContentDelta { text, .. } => s.push_str(text),
                 Event::ToolCallDelta { arguments, .. } => s.push_str(arguments),
-                Event::Repair { kind: RepairKind::StrayToken | RepairKind::StrayWhitespace, detail, .. } => s.push_str(detail),
+                Event::Repair {
+                    kind: RepairKind::StrayToken | RepairKind::StrayWhitespace,
+                    detail,
+                    ..
+                } => s.push_str(detail),
                 _ => {}
             }
         }
@@ -2544,7 +3198,11 @@ mod tests {
         let mut p = StreamParser::new(role, Mode::Lenient, Limits::default());
         let mut ev = p.feed(ids).expect("lenient feed");
         ev.extend(p.finish().expect("lenient finish"));
-        assert_eq!(normalize(&event_text(&ev)), normalize(&decoded_input(ids)), "ids {ids:?}");
+        assert_eq!(
+            normalize(&event_text(&ev)),
+            normalize(&decoded_input(ids)),
+            "ids {ids:?}"
+        );
         // well-formed event sequence
         let mut open: Option<usize> = None;
         for e in &ev {
@@ -2553,7 +3211,12 @@ mod tests {
                     assert!(open.is_none(), "{ev:?}");
                     open = Some(*index);
                 }
-                Event::ContentDelta { index, text } | Event::ToolCallDelta { index, arguments: text, .. } => {
+                Event::ContentDelta { index, text }
+                | Event::ToolCallDelta {
+                    index,
+                    arguments: text,
+                    ..
+                } => {
                     assert_eq!(open, Some(*index));
                     assert!(!text.is_empty());
                 }
@@ -2565,7 +3228,10 @@ mod tests {
             }
         }
         assert!(open.is_none());
-        assert!(matches!(last(&ev), Event::Done { .. } | Event::Incomplete { .. }));
+        assert!(matches!(
+            last(&ev),
+            Event::Done { .. } | Event::Incomplete { .. }
+        ));
         assert_eq!(p.messages().len(), p.repaired().len());
         ev
     }
@@ -2631,23 +3297,42 @@ mod tests {
             Just("code".to_string()),
         ]);
         let text = prop_oneof!["\\PC{0,40}", "[a-z {}\":,\n]{0,40}"];
-        (0u8..6, channel, recipient, ct, text).prop_map(|(r, channel, recipient, content_type, text)| match r {
-            0 => Gen { role: Role::User, name: None, channel: None, recipient: None, content_type: None, text },
-            1 => Gen {
-                role: Role::Tool,
-                name: Some("functions.lookup".into()),
-                channel: channel.or(Some("commentary".into())),
-                recipient: Some("assistant".into()),
-                content_type: None,
-                text,
+        (0u8..6, channel, recipient, ct, text).prop_map(
+            |(r, channel, recipient, content_type, text)| match r {
+                0 => Gen {
+                    role: Role::User,
+                    name: None,
+                    channel: None,
+                    recipient: None,
+                    content_type: None,
+                    text,
+                },
+                1 => Gen {
+                    role: Role::Tool,
+                    name: Some("functions.lookup".into()),
+                    channel: channel.or(Some("commentary".into())),
+                    recipient: Some("assistant".into()),
+                    content_type: None,
+                    text,
+                },
+                _ => Gen {
+                    role: Role::Assistant,
+                    name: None,
+                    channel,
+                    recipient,
+                    content_type,
+                    text,
+                },
             },
-            _ => Gen { role: Role::Assistant, name: None, channel, recipient, content_type, text },
-        })
+        )
     }
 
     fn to_message(g: &Gen) -> Message {
         Message {
-            author: Author { role: g.role, name: g.name.clone() },
+            author: Author {
+                role: g.role,
+                name: g.name.clone(),
+            },
             content: vec![Content::Text(g.text.clone())],
             channel: g.channel.clone(),
             recipient: g.recipient.clone(),
@@ -2658,13 +3343,16 @@ mod tests {
     fn render_all(ms: &[Message]) -> Vec<Rank> {
         let mut ids = Vec::new();
         for m in ms {
-            ids.extend(crate::render::render_message(m, Default::default(), &Limits::default()).unwrap());
+            ids.extend(
+                crate::render::render_message(m, Default::default(), &Limits::default()).unwrap(),
+            );
         }
         ids
     }
 
     fn rendered_stream() -> impl Strategy<Value = Vec<Rank>> {
-        prop::collection::vec(gen_message(), 1..4).prop_map(|gs| render_all(&gs.iter().map(to_message).collect::<Vec<_>>()))
+        prop::collection::vec(gen_message(), 1..4)
+            .prop_map(|gs| render_all(&gs.iter().map(to_message).collect::<Vec<_>>()))
     }
 
     #[derive(Debug, Clone)]
@@ -2705,10 +3393,16 @@ mod tests {
     }
 
     fn mutated_stream() -> impl Strategy<Value = Vec<Rank>> {
-        (rendered_stream(), prop::collection::vec(edit(), 0..6)).prop_map(|(ids, edits)| apply(ids, &edits))
+        (rendered_stream(), prop::collection::vec(edit(), 0..6))
+            .prop_map(|(ids, edits)| apply(ids, &edits))
     }
 
-    fn events_in_chunks(mode: Mode, role: Option<Role>, ids: &[Rank], cuts: &[usize]) -> (Vec<Event>, Option<String>, Vec<Message>) {
+    fn events_in_chunks(
+        mode: Mode,
+        role: Option<Role>,
+        ids: &[Rank],
+        cuts: &[usize],
+    ) -> (Vec<Event>, Option<String>, Vec<Message>) {
         let mut p = StreamParser::new(role, mode, Limits::default());
         let mut ev = Vec::new();
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (ids.len() + 1)).collect();
@@ -2725,7 +3419,11 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        // PROPTEST_CASES=N overrides the default of 256 cases per property.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn prop_chunk_boundaries_do_not_matter(ids in prop_oneof![mutated_stream(), prop::collection::vec(any_id(), 0..60)],
@@ -2793,17 +3491,51 @@ mod tests {
         }
     }
 
+    /// Throughput: `cargo test --release --lib parser::tests::throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let unit = toks(&format!(
+            "{S}<|channel|>analysis<|message|>{}<|end|>{S}<|channel|>final<|message|>{}<|return|>",
+            "The user asks about the weather in Paris; we should call the tool. ".repeat(20),
+            "It is sunny and 21 degrees in Paris today. ".repeat(20)
+        ));
+        let ids: Vec<Rank> = unit.iter().copied().cycle().take(2_000_000).collect();
+        for mode in [Mode::Strict, Mode::Lenient, Mode::Raw] {
+            let mut p = StreamParser::new(None, mode, Limits::default());
+            p.set_token_history(0);
+            let mut out = Vec::new();
+            let t0 = std::time::Instant::now();
+            for chunk in ids.chunks(1) {
+                out.clear();
+                p.feed_into(chunk, &mut out).unwrap();
+            }
+            let dt = t0.elapsed();
+            eprintln!(
+                "{:?}: {:.1} ns/token",
+                mode,
+                dt.as_nanos() as f64 / ids.len() as f64
+            );
+        }
+    }
+
     /// Differential test against vectors recorded from the reference by a fuzzing script:
     /// `LH_PARSE_FUZZ=/path/fuzz.jsonl cargo test --lib parser::tests::reference_fuzz -- --ignored`.
     #[test]
     #[ignore]
     fn reference_fuzz() {
-        let Ok(path) = std::env::var("LH_PARSE_FUZZ") else { return };
+        let Ok(path) = std::env::var("LH_PARSE_FUZZ") else {
+            return;
+        };
         let text = std::fs::read_to_string(path).unwrap();
         let mut n = 0;
         for line in text.lines().filter(|l| !l.is_empty()) {
             let row: Value = serde_json::from_str(line).unwrap();
-            let mode = if row["strict"].as_bool().unwrap() { Mode::Strict } else { Mode::NonStrict };
+            let mode = if row["strict"].as_bool().unwrap() {
+                Mode::Strict
+            } else {
+                Mode::NonStrict
+            };
             check_reference_row(&row, mode);
             if let Some(states) = row["states"].as_array() {
                 let (tokens, role) = row_input(&row);
@@ -2822,12 +3554,23 @@ mod tests {
                 let (tokens, role) = row_input(&row);
                 let mut p = StreamParser::new(role, mode, Limits::unlimited());
                 for (i, want) in cont.iter().enumerate() {
-                    let state = |p: &StreamParser| serde_json::from_str::<Value>(&p.state_json()).unwrap();
+                    let state =
+                        |p: &StreamParser| serde_json::from_str::<Value>(&p.state_json()).unwrap();
                     if i == tokens.len() {
                         match p.process_eos() {
-                            Ok(()) => assert_eq!(want["eos"], dicts(p.messages()), "{}: cont eos", row["name"]),
+                            Ok(()) => assert_eq!(
+                                want["eos"],
+                                dicts(p.messages()),
+                                "{}: cont eos",
+                                row["name"]
+                            ),
                             Err(e) => {
-                                assert_eq!(want["error"].as_str(), Some(e.to_string().as_str()), "{}: cont eos", row["name"]);
+                                assert_eq!(
+                                    want["error"].as_str(),
+                                    Some(e.to_string().as_str()),
+                                    "{}: cont eos",
+                                    row["name"]
+                                );
                                 assert_eq!(want["state"], state(&p));
                             }
                         }
@@ -2839,9 +3582,17 @@ mod tests {
                         Ok(()) => {
                             assert!(want.get("error").is_none(), "{ctx}: expected {want}");
                             assert_eq!(want["delta"].as_str(), p.last_content_delta(), "{ctx}");
-                            assert_eq!(want["content"].as_str(), Some(p.current_content()), "{ctx}");
+                            assert_eq!(
+                                want["content"].as_str(),
+                                Some(p.current_content()),
+                                "{ctx}"
+                            );
                         }
-                        Err(e) => assert_eq!(want["error"].as_str(), Some(e.to_string().as_str()), "{ctx}"),
+                        Err(e) => assert_eq!(
+                            want["error"].as_str(),
+                            Some(e.to_string().as_str()),
+                            "{ctx}"
+                        ),
                     }
                     assert_eq!(want["state"], state(&p), "{ctx}");
                     assert_eq!(want["n"].as_u64(), Some(p.messages().len() as u64), "{ctx}");

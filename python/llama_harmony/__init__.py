@@ -436,7 +436,22 @@ class HarmonyEncodingName(str, Enum):
         return str(self.value)
 
 
-from ._parser import StreamableParser, StreamState, parse_messages_from_completion_tokens  # noqa: E402
+from ._parser import (  # noqa: E402
+    ContentDelta,
+    Done,
+    Event,
+    Incomplete,
+    MessageDone,
+    MessageStart,
+    ParserSnapshot,
+    Repair,
+    StreamableParser,
+    StreamState,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallStart,
+    parse_messages_from_completion_tokens,
+)
 
 # ---------------------------------------------------------------------------------------------
 # The encoding
@@ -518,10 +533,21 @@ class HarmonyEncoding:
     # -- parsing --------------------------------------------------------------------------------
 
     def parse_messages_from_completion_tokens(
-        self, tokens: Sequence[int], role: Optional[Role] = None, *, strict: bool = True
+        self,
+        tokens: Sequence[int],
+        role: Optional[Role] = None,
+        *,
+        strict: bool = True,
+        mode: Optional[str] = None,
+        limits: Optional[Limits] = None,
     ) -> List[Message]:
-        """Parse sampled tokens into messages (``strict=False``: never raises, loses nothing)."""
-        return parse_messages_from_completion_tokens(self, tokens, role, strict=strict)
+        """Parse sampled tokens into messages.
+
+        ``strict=True`` behaves like the reference (raises HarmonyError on malformed output);
+        ``strict=False`` is the lenient mode: never raises on model output, loses nothing.
+        ``mode`` overrides ``strict``: ``"strict"``, ``"non_strict"`` (the reference's
+        ``strict=False``, exactly), ``"lenient"`` or ``"raw"``."""
+        return parse_messages_from_completion_tokens(self, tokens, role, strict=strict, mode=mode, limits=limits)
 
     # -- tokenizer ------------------------------------------------------------------------------
 
@@ -631,6 +657,17 @@ __all__ = [
     "load_harmony_encoding",
     "StreamableParser",
     "StreamState",
+    "ParserSnapshot",
+    "Event",
+    "MessageStart",
+    "ContentDelta",
+    "MessageDone",
+    "ToolCallStart",
+    "ToolCallDelta",
+    "ToolCallDone",
+    "Repair",
+    "Done",
+    "Incomplete",
     "HarmonyError",
     "LimitExceeded",
     "Limits",

@@ -65,3 +65,86 @@ class NativeEncoding:
 
 def builtin_tool_namespace(name: str) -> Dict[str, Any]: ...
 def _debug_panic() -> None: ...
+
+# -- streaming parser (src/python/parser.rs) ---------------------------------------------------
+
+class MessageStart:
+    index: int
+    role: str
+    name: Optional[str]
+    channel: Optional[str]
+    recipient: Optional[str]
+    content_type: Optional[str]
+    raw_header: Optional[str]
+    type: str
+
+class ContentDelta:
+    index: int
+    text: str
+    type: str
+
+class MessageDone:
+    index: int
+    stop_token: Optional[int]
+    type: str
+
+class ToolCallStart:
+    index: int
+    call_index: int
+    name: str
+    recipient: str
+    type: str
+
+class ToolCallDelta:
+    index: int
+    call_index: int
+    arguments: str
+    type: str
+
+class ToolCallDone:
+    index: int
+    call_index: int
+    type: str
+
+class Repair:
+    index: Optional[int]
+    kind: str
+    detail: str
+    type: str
+
+class Done:
+    reason: str
+    type: str
+
+class Incomplete:
+    reason: str
+    type: str
+
+class NativeParser:
+    def __init__(self, role: Optional[str] = None, mode: str = "strict", limits: Optional[Limits] = None, token_history: Optional[int] = None) -> None: ...
+    def process(self, token: int) -> None: ...
+    def process_eos(self) -> None: ...
+    def feed(self, ids: Sequence[int]) -> List[Any]: ...
+    def finish(self, length: bool = False) -> List[Any]: ...
+    def reset(self) -> None: ...
+    def snapshot(self) -> "NativeParser": ...
+    def restore(self, snapshot: "NativeParser") -> None: ...
+    def set_token_history(self, n: int) -> None: ...
+    mode: str
+    current_content: str
+    current_role: Optional[str]
+    current_channel: Optional[str]
+    current_recipient: Optional[str]
+    current_content_type: Optional[str]
+    current_index: Optional[int]
+    last_content_delta: Optional[str]
+    state: str
+    state_data: Dict[str, Any]
+    tokens: List[int]
+    tokens_dropped: int
+    header_tokens: List[int]
+    first_message_index: int
+    n_messages: int
+    def messages_since(self, start: int = 0) -> List[Any]: ...
+
+def parse_completion(ids: Sequence[int], role: Optional[str] = None, mode: str = "strict", limits: Optional[Limits] = None) -> List[Any]: ...

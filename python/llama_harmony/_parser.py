@@ -1,17 +1,273 @@
-"""Placeholder until the streaming parser binding lands (replaced by the parser work)."""
+"""Streaming parser of gpt-oss output: the openai_harmony-compatible ``StreamableParser`` and
+the native event API for engines.
+
+``StreamableParser(encoding, role, strict=True)`` behaves like openai_harmony 0.0.8's (same
+messages, same accessor values after every token, same errors at the same token).
+``strict=False`` selects the *lenient* mode instead of the reference's non-strict mode: it
+never raises on model output, loses no text, and reports every repair (``repaired``,
+``Repair`` events). ``mode="non_strict"`` gives the reference's ``strict=False`` exactly.
+
+Engines use the event API: ``feed(ids) -> [Event]`` and ``finish()``; events are small native
+classes (``MessageStart``, ``ContentDelta``, ``MessageDone``, ``ToolCallStart``,
+``ToolCallDelta``, ``ToolCallDone``, ``Repair``, ``Done``, ``Incomplete``), each with a
+``type`` tag, fields as attributes and ``__match_args__`` for ``match`` statements.
+"""
+from __future__ import annotations
+
 from enum import Enum
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from . import _core
+from . import Author, Message, Role, TextContent
+
+__all__ = [
+    "StreamableParser",
+    "StreamState",
+    "ParserSnapshot",
+    "parse_messages_from_completion_tokens",
+    "MessageStart",
+    "ContentDelta",
+    "MessageDone",
+    "ToolCallStart",
+    "ToolCallDelta",
+    "ToolCallDone",
+    "Repair",
+    "Done",
+    "Incomplete",
+    "Event",
+    "MODES",
+]
+
+MODES = ("strict", "non_strict", "lenient", "raw")
 
 
 class StreamState(Enum):
+    """The parser's state (as in openai_harmony)."""
+
     EXPECT_START = "ExpectStart"
     HEADER = "Header"
     CONTENT = "Content"
 
 
-class StreamableParser:  # pragma: no cover - placeholder
-    def __init__(self, *a, **k):
-        raise NotImplementedError("parser not built yet")
+from ._core import (  # noqa: E402  (the native event classes)
+    ContentDelta,
+    Done,
+    Incomplete,
+    MessageDone,
+    MessageStart,
+    Repair,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallStart,
+)
+from ._core import NativeParser as _NativeParser  # noqa: E402
+
+Event = Union[MessageStart, ContentDelta, MessageDone, ToolCallStart, ToolCallDelta, ToolCallDone, Repair, Done, Incomplete]
 
 
-def parse_messages_from_completion_tokens(*a, **k):  # pragma: no cover - placeholder
-    raise NotImplementedError("parser not built yet")
+def _role_str(role: Any) -> Optional[str]:
+    if role is None:
+        return None
+    return Role(role.value if isinstance(role, Enum) else role).value
+
+
+def _message(t: Sequence[Any]) -> Message:
+    role, name, channel, recipient, content_type, text = t[:6]
+    return Message(
+        author=Author(role=Role(role), name=name),
+        content=[TextContent(text=text)],
+        channel=channel,
+        recipient=recipient,
+        content_type=content_type,
+    )
+
+
+def _limits_of(encoding: Any, limits: Any) -> Any:
+    if limits is not None:
+        return limits
+    lim = getattr(encoding, "limits", None)
+    return lim if isinstance(lim, _core.Limits) else None
+
+
+class ParserSnapshot:
+    """An opaque copy of a parser's state (``StreamableParser.snapshot``)."""
+
+    __slots__ = ("_native", "_msgs", "_msg_base", "_repaired")
+
+    def __init__(self, native: Any, msgs: List[Message], msg_base: int, repaired: List[bool]) -> None:
+        self._native = native
+        self._msgs = msgs
+        self._msg_base = msg_base
+        self._repaired = repaired
+
+
+class StreamableParser:
+    """Incremental parser over completion tokens.
+
+    ``encoding``: a ``HarmonyEncoding`` (its ``limits`` apply unless ``limits=`` is given).
+    ``role``: the role whose header the prompt opened (``Role.ASSISTANT`` after
+    ``render_conversation_for_completion``), or None to expect ``<|start|>``.
+    ``strict``: True = the reference's behaviour; False = lenient (never raises on model
+    output). ``mode`` overrides ``strict`` (``strict``, ``non_strict``, ``lenient``, ``raw``).
+    ``token_history``: how many recent ids ``tokens`` keeps (default 1,048,576; 0 = none).
+    """
+
+    def __init__(
+        self,
+        encoding: Any,
+        role: Optional[Role],
+        *,
+        strict: bool = True,
+        mode: Optional[str] = None,
+        limits: Any = None,
+        token_history: Optional[int] = None,
+    ) -> None:
+        if mode is None:
+            mode = "strict" if strict else "lenient"
+        if mode not in MODES:
+            raise ValueError(f"unknown parser mode {mode!r} (one of {', '.join(MODES)})")
+        self._inner = _NativeParser(_role_str(role), mode, _limits_of(encoding, limits), token_history)
+        self._msgs: List[Message] = []
+        self._msg_base = 0  # stream index of self._msgs[0]
+        self._repaired: List[bool] = []
+
+    # -- the reference's API -----------------------------------------------------------------
+
+    def process(self, token: int) -> "StreamableParser":
+        """Feed one token id."""
+        self._inner.process(token)
+        return self
+
+    def process_eos(self) -> "StreamableParser":
+        """Signal the end of the stream (closes an open message)."""
+        self._inner.process_eos()
+        return self
+
+    @property
+    def current_content(self) -> str:
+        return self._inner.current_content
+
+    @property
+    def current_role(self) -> Optional[Role]:
+        r = self._inner.current_role
+        return None if r is None else Role(r)
+
+    @property
+    def current_channel(self) -> Optional[str]:
+        return self._inner.current_channel
+
+    @property
+    def current_recipient(self) -> Optional[str]:
+        return self._inner.current_recipient
+
+    @property
+    def current_content_type(self) -> Optional[str]:
+        return self._inner.current_content_type
+
+    @property
+    def last_content_delta(self) -> Optional[str]:
+        return self._inner.last_content_delta
+
+    def _sync(self) -> None:
+        n = self._inner.n_messages
+        if n == self._msg_base + len(self._msgs):
+            return
+        first = self._inner.first_message_index
+        if first > self._msg_base:  # evicted by the parser's memory cap
+            drop = min(first - self._msg_base, len(self._msgs))
+            del self._msgs[:drop]
+            del self._repaired[:drop]
+            self._msg_base = first if not self._msgs else self._msg_base + drop
+        for t in self._inner.messages_since(self._msg_base + len(self._msgs)):
+            self._msgs.append(_message(t))
+            self._repaired.append(bool(t[6]))
+
+    @property
+    def messages(self) -> List[Message]:
+        """Finished messages (the same objects on every access; a new list)."""
+        self._sync()
+        return list(self._msgs)
+
+    @property
+    def tokens(self) -> List[int]:
+        """Ids fed so far (the most recent ``token_history`` of them)."""
+        return self._inner.tokens
+
+    @property
+    def state_data(self) -> Dict[str, Any]:
+        """The reference's state as a dict (``{"state": "Header", "header_tokens": [...]}``...)."""
+        return self._inner.state_data
+
+    @property
+    def state(self) -> StreamState:
+        return StreamState(self._inner.state)
+
+    # -- extensions ----------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self._inner.mode
+
+    @property
+    def repaired(self) -> List[bool]:
+        """For each of ``messages``: whether the lenient parser repaired it."""
+        self._sync()
+        return list(self._repaired)
+
+    @property
+    def first_message_index(self) -> int:
+        """Stream index of ``messages[0]`` (> 0 once old messages were evicted by the
+        ``max_parsed_total_bytes`` cap)."""
+        self._sync()
+        return self._msg_base
+
+    @property
+    def current_index(self) -> Optional[int]:
+        """Stream index of the message being parsed (Content state)."""
+        return self._inner.current_index
+
+    def feed(self, tokens: Sequence[int]) -> List[Event]:
+        """Feed ids; returns their events (strict mode raises on malformed output)."""
+        return self._inner.feed(tokens if isinstance(tokens, list) else list(tokens))
+
+    def finish(self, *, length: bool = False) -> List[Event]:
+        """End of stream: closes the open message, then ``Done(reason)`` or
+        ``Incomplete(reason)``. ``length=True`` when generation was cut by max tokens."""
+        return self._inner.finish(length)
+
+    def reset(self) -> "StreamableParser":
+        """Back to the initial state (same role, mode and limits)."""
+        self._inner.reset()
+        self._msgs, self._msg_base, self._repaired = [], 0, []
+        return self
+
+    def snapshot(self) -> ParserSnapshot:
+        """A copy of the parser's state, for :meth:`restore` (e.g. speculative decoding)."""
+        return ParserSnapshot(self._inner.snapshot(), list(self._msgs), self._msg_base, list(self._repaired))
+
+    def restore(self, snapshot: ParserSnapshot) -> "StreamableParser":
+        """Return to a state taken by :meth:`snapshot` (which stays reusable)."""
+        self._inner.restore(snapshot._native)
+        self._msgs, self._msg_base, self._repaired = list(snapshot._msgs), snapshot._msg_base, list(snapshot._repaired)
+        return self
+
+    def __repr__(self) -> str:
+        return f"StreamableParser(mode={self.mode!r}, state={self._inner.state!r}, messages={self._inner.n_messages})"
+
+
+def parse_messages_from_completion_tokens(
+    encoding: Any,
+    tokens: Sequence[int],
+    role: Optional[Role] = None,
+    *,
+    strict: bool = True,
+    mode: Optional[str] = None,
+    limits: Any = None,
+) -> List[Message]:
+    """Parse a whole completion into messages (the GIL is released for long inputs).
+    ``strict=False``: lenient mode (never raises on model output)."""
+    if mode is None:
+        mode = "strict" if strict else "lenient"
+    parse = _core.parse_completion
+    tokens = tokens if isinstance(tokens, list) else list(tokens)
+    return [_message(t) for t in parse(tokens, _role_str(role), mode, _limits_of(encoding, limits))]

@@ -20,6 +20,8 @@ use crate::limits::{check, Limits};
 use crate::render::{self, RenderConversationConfig, RenderOptions};
 use crate::tokenizer::{tokenizer, Rank, N_VOCAB};
 
+mod parser;
+
 create_exception!(_core, HarmonyError, PyRuntimeError, "Error raised by llama-harmony (a RuntimeError, like openai_harmony's).");
 create_exception!(_core, LimitExceeded, HarmonyError, "A configured size limit was exceeded; raised before the large work happens. Attributes: limit, cap, actual.");
 
@@ -615,6 +617,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LimitExceeded", py.get_type::<LimitExceeded>())?;
     m.add_class::<PyLimits>()?;
     m.add_class::<NativeEncoding>()?;
+    parser::register(m)?;
     m.add_function(wrap_pyfunction!(builtin_tool_namespace, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,0 +1,445 @@
+//! Python binding of the streaming parser: `NativeParser`, the event classes and
+//! `parse_completion`. Events are small native classes built directly (no JSON, no Python
+//! code per event); messages cross as plain tuples (see `message_to_tuple`).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::PyOverflowError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use super::{message_to_tuple, to_py_err, HarmonyError, PyLimits};
+use crate::chat::Role;
+use crate::limits::Limits;
+use crate::parser::{self, Event, Mode, StreamParser};
+use crate::tokenizer::Rank;
+
+/// Above this many ids a `feed` releases the GIL while parsing.
+const RELEASE_GIL_ABOVE: usize = 512;
+
+fn py_repr(py: Python<'_>, s: &str) -> String {
+    PyString::new(py, s)
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| format!("{s:?}"))
+}
+
+fn py_opt_repr(py: Python<'_>, s: &Option<String>) -> String {
+    s.as_deref().map_or_else(|| "None".to_string(), |s| py_repr(py, s))
+}
+
+macro_rules! event_class {
+    ($rust:ident, $name:literal, $tag:literal, { $($field:ident : $ty:ty),* }, |$slf:ident, $py:ident| $repr:expr) => {
+        #[doc = concat!("Parser event `", $name, "` (see the `llama_harmony` parser documentation).")]
+        #[pyclass(name = $name, module = "llama_harmony._core", frozen, get_all, eq)]
+        #[derive(Clone, PartialEq)]
+        pub struct $rust {
+            $(pub $field: $ty),*
+        }
+
+        #[pymethods]
+        impl $rust {
+            #[new]
+            fn new($($field: $ty),*) -> Self {
+                $rust { $($field),* }
+            }
+            /// The event type tag.
+            #[classattr]
+            fn r#type() -> &'static str {
+                $tag
+            }
+            #[classattr]
+            fn __match_args__(py: Python<'_>) -> PyResult<Py<PyTuple>> {
+                Ok(PyTuple::new(py, [$(stringify!($field)),*])?.unbind())
+            }
+            fn __repr__(&self, py: Python<'_>) -> String {
+                let $slf = self;
+                let $py = py;
+                $repr
+            }
+        }
+    };
+}
+
+event_class!(MessageStart, "MessageStart", "message_start", {
+    index: usize, role: String, name: Option<String>, channel: Option<String>,
+    recipient: Option<String>, content_type: Option<String>, raw_header: String
+}, |s, py| format!(
+    "MessageStart(index={}, role={}, name={}, channel={}, recipient={}, content_type={}, raw_header={})",
+    s.index, py_repr(py, &s.role), py_opt_repr(py, &s.name), py_opt_repr(py, &s.channel),
+    py_opt_repr(py, &s.recipient), py_opt_repr(py, &s.content_type), py_repr(py, &s.raw_header)));
+event_class!(ContentDelta, "ContentDelta", "content_delta", { index: usize, text: String },
+    |s, py| format!("ContentDelta(index={}, text={})", s.index, py_repr(py, &s.text)));
+event_class!(MessageDone, "MessageDone", "message_done", { index: usize, stop_token: Option<u32> },
+    |s, _py| format!("MessageDone(index={}, stop_token={})", s.index, s.stop_token.map_or("None".into(), |t| t.to_string())));
+event_class!(ToolCallStart, "ToolCallStart", "tool_call_start", { index: usize, call_index: usize, name: String, recipient: String },
+    |s, py| format!("ToolCallStart(index={}, call_index={}, name={}, recipient={})", s.index, s.call_index, py_repr(py, &s.name), py_repr(py, &s.recipient)));
+event_class!(ToolCallDelta, "ToolCallDelta", "tool_call_delta", { index: usize, call_index: usize, arguments: String },
+    |s, py| format!("ToolCallDelta(index={}, call_index={}, arguments={})", s.index, s.call_index, py_repr(py, &s.arguments)));
+event_class!(ToolCallDone, "ToolCallDone", "tool_call_done", { index: usize, call_index: usize },
+    |s, _py| format!("ToolCallDone(index={}, call_index={})", s.index, s.call_index));
+event_class!(Repair, "Repair", "repair", { index: Option<usize>, kind: String, detail: String },
+    |s, py| format!("Repair(index={}, kind={}, detail={})", s.index.map_or("None".into(), |i| i.to_string()), py_repr(py, &s.kind), py_repr(py, &s.detail)));
+event_class!(Done, "Done", "done", { reason: String },
+    |s, py| format!("Done(reason={})", py_repr(py, &s.reason)));
+event_class!(Incomplete, "Incomplete", "incomplete", { reason: String },
+    |s, py| format!("Incomplete(reason={})", py_repr(py, &s.reason)));
+
+fn event_to_py(py: Python<'_>, e: Event) -> PyResult<PyObject> {
+    Ok(match e {
+        Event::MessageStart {
+            index,
+            role,
+            name,
+            channel,
+            recipient,
+            content_type,
+            raw_header,
+        } => Py::new(
+            py,
+            MessageStart {
+                index,
+                role: role.as_str().to_string(),
+                name,
+                channel,
+                recipient,
+                content_type,
+                raw_header,
+            },
+        )?
+        .into_any(),
+        Event::ContentDelta { index, text } => Py::new(py, ContentDelta { index, text })?.into_any(),
+        Event::MessageDone { index, stop_token } => Py::new(py, MessageDone { index, stop_token })?.into_any(),
+        Event::ToolCallStart {
+            index,
+            call_index,
+            name,
+            recipient,
+        } => Py::new(
+            py,
+            ToolCallStart {
+                index,
+                call_index,
+                name,
+                recipient,
+            },
+        )?
+        .into_any(),
+        Event::ToolCallDelta {
+            index,
+            call_index,
+            arguments,
+        } => Py::new(
+            py,
+            ToolCallDelta {
+                index,
+                call_index,
+                arguments,
+            },
+        )?
+        .into_any(),
+        Event::ToolCallDone { index, call_index } => Py::new(py, ToolCallDone { index, call_index })?.into_any(),
+        Event::Repair { index, kind, detail } => Py::new(
+            py,
+            Repair {
+                index,
+                kind: kind.as_str().to_string(),
+                detail,
+            },
+        )?
+        .into_any(),
+        Event::Done { reason } => Py::new(
+            py,
+            Done {
+                reason: reason.as_str().to_string(),
+            },
+        )?
+        .into_any(),
+        Event::Incomplete { reason } => Py::new(
+            py,
+            Incomplete {
+                reason: reason.as_str().to_string(),
+            },
+        )?
+        .into_any(),
+    })
+}
+
+fn events_to_py(py: Python<'_>, events: Vec<Event>) -> PyResult<Bound<'_, PyList>> {
+    let items = events
+        .into_iter()
+        .map(|e| event_to_py(py, e))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+fn parse_mode(mode: &str) -> PyResult<Mode> {
+    Mode::parse(mode).ok_or_else(|| {
+        HarmonyError::new_err(format!(
+            "unknown parser mode {mode:?} (strict, non_strict, lenient, raw)"
+        ))
+    })
+}
+
+fn parse_role(role: Option<&str>) -> PyResult<Option<Role>> {
+    role.map(|r| Role::parse(r).ok_or_else(|| HarmonyError::new_err(format!("Unknown role: {r}"))))
+        .transpose()
+}
+
+/// An id from Python. The reference raises OverflowError for ids outside 0..2^32; the
+/// lenient and raw modes read them as an unknown id (U+FFFD).
+fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
+    match u32::try_from(id) {
+        Ok(t) => Ok(t),
+        Err(_) if matches!(mode, Mode::Lenient | Mode::Raw) => Ok(u32::MAX),
+        Err(_) => Err(PyOverflowError::new_err(
+            "out of range integral type conversion attempted",
+        )),
+    }
+}
+
+fn panic_err(p: Box<dyn std::any::Any + Send>) -> PyErr {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into());
+    HarmonyError::new_err(format!("internal error (please report): {msg}"))
+}
+
+/// Runs `f` catching panics; releases the GIL when `release`.
+fn run<T: Send>(py: Python<'_>, release: bool, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    let r = if release {
+        py.allow_threads(|| catch_unwind(AssertUnwindSafe(f)))
+    } else {
+        catch_unwind(AssertUnwindSafe(f))
+    };
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(to_py_err(e)),
+        Err(p) => Err(panic_err(p)),
+    }
+}
+
+/// The native streaming parser (`llama_harmony.StreamableParser` wraps it).
+#[pyclass(name = "NativeParser", module = "llama_harmony._core")]
+#[derive(Clone)]
+pub struct NativeParser {
+    inner: StreamParser,
+}
+
+#[pymethods]
+impl NativeParser {
+    /// `role`: the role whose header is open (`None`: expect `<|start|>`); `mode`: `strict`,
+    /// `non_strict`, `lenient` or `raw`; `token_history`: recent ids kept for `tokens`.
+    #[new]
+    #[pyo3(signature = (role=None, mode="strict", limits=None, token_history=None))]
+    fn new(
+        role: Option<&str>,
+        mode: &str,
+        limits: Option<PyRef<'_, PyLimits>>,
+        token_history: Option<usize>,
+    ) -> PyResult<Self> {
+        let limits = limits.map(|l| l.inner).unwrap_or_default();
+        let mut inner = StreamParser::new(parse_role(role)?, parse_mode(mode)?, limits);
+        if let Some(n) = token_history {
+            inner.set_token_history(n);
+        }
+        Ok(NativeParser { inner })
+    }
+
+    /// Feeds one id (the reference's `process`).
+    fn process(&mut self, py: Python<'_>, token: i64) -> PyResult<()> {
+        let t = to_rank(token, self.inner.mode())?;
+        let p = &mut self.inner;
+        run(py, false, || p.process(t))
+    }
+
+    fn process_eos(&mut self, py: Python<'_>) -> PyResult<()> {
+        let p = &mut self.inner;
+        run(py, false, || p.process_eos())
+    }
+
+    /// Feeds ids and returns their events. A strict-mode error is raised after the ids before
+    /// it were processed (their events are lost; use `process` for exact error positions).
+    fn feed<'py>(&mut self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyList>> {
+        let mode = self.inner.mode();
+        let ranks = ids.iter().map(|&i| to_rank(i, mode)).collect::<PyResult<Vec<Rank>>>()?;
+        let p = &mut self.inner;
+        let events = run(py, ranks.len() > RELEASE_GIL_ABOVE, || p.feed(&ranks))?;
+        events_to_py(py, events)
+    }
+
+    /// End of stream: closes the open message and ends with `Done` or `Incomplete`.
+    /// `length=True`: the caller cut generation (max tokens).
+    #[pyo3(signature = (length=false))]
+    fn finish<'py>(&mut self, py: Python<'py>, length: bool) -> PyResult<Bound<'py, PyList>> {
+        let p = &mut self.inner;
+        let events = run(py, false, || if length { p.finish_length() } else { p.finish() })?;
+        events_to_py(py, events)
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// A copy of the whole parser state.
+    fn snapshot(&self) -> NativeParser {
+        self.clone()
+    }
+
+    /// Restores a state taken by `snapshot` (copied: the snapshot can be restored again).
+    fn restore(&mut self, snapshot: PyRef<'_, NativeParser>) {
+        self.inner = snapshot.inner.clone();
+    }
+
+    fn set_token_history(&mut self, n: usize) {
+        self.inner.set_token_history(n);
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.inner.mode().as_str()
+    }
+
+    #[getter]
+    fn current_content(&self) -> &str {
+        self.inner.current_content()
+    }
+
+    #[getter]
+    fn current_role(&self) -> Option<&'static str> {
+        self.inner.current_role().map(|r| r.as_str())
+    }
+
+    #[getter]
+    fn current_channel(&self) -> Option<&str> {
+        self.inner.current_channel()
+    }
+
+    #[getter]
+    fn current_recipient(&self) -> Option<&str> {
+        self.inner.current_recipient()
+    }
+
+    #[getter]
+    fn current_content_type(&self) -> Option<&str> {
+        self.inner.current_content_type()
+    }
+
+    /// Stream index of the open message (Content state).
+    #[getter]
+    fn current_index(&self) -> Option<usize> {
+        self.inner.current_index()
+    }
+
+    #[getter]
+    fn last_content_delta(&self) -> Option<&str> {
+        self.inner.last_content_delta()
+    }
+
+    /// `ExpectStart`, `Header` or `Content`.
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.inner.state().as_str()
+    }
+
+    /// The reference's state description as a dict (built on request; no JSON crosses the
+    /// FFI boundary).
+    #[getter]
+    fn state_data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v: serde_json::Value = serde_json::from_str(&self.inner.state_json())
+            .map_err(|e| super::HarmonyError::new_err(e.to_string()))?;
+        super::json_to_py(py, &v)
+    }
+
+    #[getter]
+    fn tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.inner.tokens())
+    }
+
+    #[getter]
+    fn tokens_dropped(&self) -> u64 {
+        self.inner.tokens_dropped()
+    }
+
+    #[getter]
+    fn header_tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.inner.header_tokens())
+    }
+
+    /// Stream index of the oldest retained message (messages before it were evicted).
+    #[getter]
+    fn first_message_index(&self) -> usize {
+        self.inner.first_message_index()
+    }
+
+    /// Number of finished messages since the start (evicted ones included).
+    #[getter]
+    fn n_messages(&self) -> usize {
+        self.inner.first_message_index() + self.inner.messages().len()
+    }
+
+    /// Retained finished messages with stream index >= `start`, as
+    /// `(role, name, channel, recipient, content_type, text, repaired)` tuples.
+    #[pyo3(signature = (start=0))]
+    fn messages_since<'py>(&self, py: Python<'py>, start: usize) -> PyResult<Bound<'py, PyList>> {
+        let first = self.inner.first_message_index();
+        let skip = start.saturating_sub(first);
+        let ms = self.inner.messages();
+        let rep = self.inner.repaired();
+        let items = ms
+            .iter()
+            .zip(rep)
+            .skip(skip)
+            .map(|(m, &r)| -> PyResult<Bound<'py, PyTuple>> {
+                let t = message_to_tuple(py, m)?;
+                let mut v: Vec<Bound<'py, PyAny>> = t.iter().collect();
+                v.push(pyo3::types::PyBool::new(py, r).to_owned().into_any());
+                PyTuple::new(py, v)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+}
+
+/// Parses a whole completion (GIL released) and returns message tuples
+/// `(role, name, channel, recipient, content_type, text)`.
+#[pyfunction]
+#[pyo3(signature = (ids, role=None, mode="strict", limits=None))]
+fn parse_completion<'py>(
+    py: Python<'py>,
+    ids: Vec<i64>,
+    role: Option<&str>,
+    mode: &str,
+    limits: Option<PyRef<'py, PyLimits>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let mode = parse_mode(mode)?;
+    let role = parse_role(role)?;
+    let limits: Limits = limits.map(|l| l.inner).unwrap_or_default();
+    let ranks = ids.iter().map(|&i| to_rank(i, mode)).collect::<PyResult<Vec<Rank>>>()?;
+    let ms = run(py, ranks.len() > RELEASE_GIL_ABOVE, || {
+        parser::parse_completion(&ranks, role, mode, limits)
+    })?;
+    let items = ms
+        .iter()
+        .map(|m| message_to_tuple(py, m))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+/// Registers the parser classes and functions in `_core` (called from `mod.rs`).
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeParser>()?;
+    m.add_class::<MessageStart>()?;
+    m.add_class::<ContentDelta>()?;
+    m.add_class::<MessageDone>()?;
+    m.add_class::<ToolCallStart>()?;
+    m.add_class::<ToolCallDelta>()?;
+    m.add_class::<ToolCallDone>()?;
+    m.add_class::<Repair>()?;
+    m.add_class::<Done>()?;
+    m.add_class::<Incomplete>()?;
+    m.add_function(wrap_pyfunction!(parse_completion, m)?)?;
+    Ok(())
+}

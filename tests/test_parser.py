@@ -1,0 +1,276 @@
+"""The streaming parser from Python: the reference's golden parse vectors (compat API), the
+native event API, chunk-boundary invariance and the lenient mode's never-raise guarantee."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import llama_harmony as lh
+from llama_harmony import Role, StreamableParser, StreamState
+from llama_harmony import _parser as P
+
+from conftest import load_jsonl
+
+SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+ROWS = load_jsonl("parse.jsonl")
+START, MESSAGE, END, RETURN, CALL, CHANNEL, CONSTRAIN = 200006, 200008, 200007, 200002, 200012, 200005, 200003
+SPECIALS = [199998, 199999, 200002, 200003, 200005, 200006, 200007, 200008, 200010, 200012, 201088]
+
+# Golden rows where lenient mode intentionally differs from the reference's non-strict result
+# (the reference loses text or misparses; see src/parser.rs, "Lenient mode").
+LENIENT_DEVIATIONS = {
+    "final_constrain_json", "final_plain_json", "constrain_without_recipient_commentary",
+    "channel_words_json_no_to", "constrain_twice", "missing_message_first", "missing_message_no_channel",
+    "missing_message_second", "missing_message_then_valid", "role_given_but_start_present",
+    "channel_then_recipient_then_channel", "to_with_space", "endoftext_in_content", "only_end_role_given",
+}
+
+
+def role_of(row):
+    return None if row["role"] is None else Role(row["role"])
+
+
+def dicts(messages):
+    return [m.to_dict() for m in messages]
+
+
+def toks(enc, text: str) -> list[int]:
+    return enc.encode(text, allowed_special="all")
+
+
+# ---------------------------------------------------------------------------------------------
+# golden vectors of the reference
+# ---------------------------------------------------------------------------------------------
+
+def test_goldens_present():
+    assert len(ROWS) >= 100
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r['name']}-{'strict' if r['strict'] else 'nonstrict'}" for r in ROWS])
+def test_golden_compat_stream(enc, row):
+    """Per token: state, delta, channel, recipient, content type, role, content; the error (text and
+    position) and the messages; in strict mode and in the reference's non-strict mode."""
+    mode = "strict" if row["strict"] else "non_strict"
+    p = StreamableParser(enc, role_of(row), strict=row["strict"], mode=mode)
+    for i, t in enumerate(row["tokens"]):
+        try:
+            assert p.process(t) is p
+        except lh.HarmonyError as e:
+            assert row["stream_error"] == {"error": str(e), "type": "HarmonyError", "at": i}
+            assert dicts(p.messages) == row["messages_at_error"]
+            return
+        r = p.current_role
+        got = {"state": p.state.value, "delta": p.last_content_delta, "channel": p.current_channel,
+               "recipient": p.current_recipient, "content_type": p.current_content_type,
+               "role": None if r is None else r.value, "content": p.current_content}
+        assert got == row["stream"][i], f"token {i}"
+        assert isinstance(p.state, StreamState)
+        assert r is None or isinstance(r, Role)
+    assert row["stream_error"] is None
+    want = row["messages_after_eos"]
+    if isinstance(want, dict):
+        with pytest.raises(lh.HarmonyError) as ei:
+            p.process_eos()
+        assert str(ei.value) == want["error"]
+    else:
+        assert p.process_eos() is p
+        assert dicts(p.messages) == want
+        assert p.tokens == row["tokens"]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r['name']}-{'strict' if r['strict'] else 'nonstrict'}" for r in ROWS])
+def test_golden_parse_helper(enc, row):
+    mode = "strict" if row["strict"] else "non_strict"
+    want = row["result"]
+    if isinstance(want, dict):
+        with pytest.raises(lh.HarmonyError) as ei:
+            P.parse_messages_from_completion_tokens(enc, row["tokens"], role_of(row), mode=mode)
+        assert str(ei.value) == want["error"]
+    else:
+        assert dicts(P.parse_messages_from_completion_tokens(enc, row["tokens"], role_of(row), mode=mode)) == want
+    if row["strict"]:
+        # the encoding method (strict=True is the reference's strict mode)
+        if isinstance(want, dict):
+            with pytest.raises(lh.HarmonyError):
+                enc.parse_messages_from_completion_tokens(row["tokens"], role_of(row), strict=True)
+        else:
+            assert dicts(enc.parse_messages_from_completion_tokens(row["tokens"], role_of(row), strict=True)) == want
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if not r["strict"]], ids=lambda r: r["name"])
+def test_golden_lenient(enc, row):
+    """strict=False (lenient) never raises; same messages as the reference where it succeeds,
+    except the documented deviations."""
+    got = enc.parse_messages_from_completion_tokens(row["tokens"], role_of(row), strict=False)
+    if isinstance(row["result"], list) and row["name"] not in LENIENT_DEVIATIONS:
+        assert dicts(got) == row["result"]
+    p = StreamableParser(enc, role_of(row), strict=False)
+    events = p.feed(row["tokens"]) + p.finish()
+    assert dicts(p.messages) == dicts(got)
+    assert isinstance(events[-1], (P.Done, P.Incomplete))
+    assert len(p.repaired) == len(p.messages)
+
+
+def test_state_data(enc):
+    p = StreamableParser(enc, None)
+    assert p.state_data == {"state": "ExpectStart"}
+    for t in toks(enc, "<|start|>functions.f to=assistant<|channel|>commentary json<|message|>ab"):
+        p.process(t)
+    assert p.state_data == {"state": "Content", "header": {"author": {"role": "tool", "name": "functions.f"},
+                            "recipient": "assistant", "channel": "commentary", "content_type": "json"},
+                            "content_tokens": [378]}
+    p = StreamableParser(enc, Role.ASSISTANT)
+    p.process(CHANNEL)
+    assert p.state_data == {"state": "Header", "header_tokens": [CHANNEL]}
+    assert p.state is StreamState.HEADER
+
+
+def test_out_of_range_ids(enc):
+    with pytest.raises(OverflowError):
+        StreamableParser(enc, None).process(-1)
+    p = StreamableParser(enc, Role.ASSISTANT, strict=False)
+    p.feed(toks(enc, "<|channel|>final<|message|>a") + [-5, 2**40, 999_999] + toks(enc, "b<|end|>"))
+    assert p.messages[0].content[0].text == "a\ufffd\ufffd\ufffdb"
+
+
+# ---------------------------------------------------------------------------------------------
+# the event API
+# ---------------------------------------------------------------------------------------------
+
+def test_events_tool_call_and_final(enc):
+    ids = toks(enc, "<|channel|>analysis<|message|>Need weather.<|end|>"
+                    "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+                    "<|message|>{\"city\":\"Paris\"}<|call|>")
+    p = StreamableParser(enc, Role.ASSISTANT, strict=False)
+    events = p.feed(ids) + p.finish()
+    types = [e.type for e in events]
+    assert types[0] == "message_start" and events[0].channel == "analysis"
+    start = next(e for e in events if isinstance(e, P.ToolCallStart))
+    assert (start.index, start.call_index, start.name, start.recipient) == (1, 0, "get_weather", "functions.get_weather")
+    args = "".join(e.arguments for e in events if isinstance(e, P.ToolCallDelta))
+    assert json.loads(args) == {"city": "Paris"}
+    assert P.ToolCallDone(1, 0) in events
+    assert P.MessageDone(1, CALL) in events
+    assert events[-1] == P.Done("call")
+    assert P.ToolCallStart.__match_args__ == ("index", "call_index", "name", "recipient")
+    assert "ContentDelta(index=0, text='Need')" in repr(events)
+
+
+def test_events_repairs_and_lengths(enc):
+    ids = toks(enc, "<|start|>assistant<|channel|>final<|message|>Hi<|end|><|return|>stray")
+    p = StreamableParser(enc, None, strict=False)
+    events = p.feed(ids) + p.finish()
+    kinds = [e.kind for e in events if isinstance(e, P.Repair)]
+    assert kinds == ["stray_token", "stray_text"]
+    assert [m.content[0].text for m in p.messages] == ["Hi", "stray"]
+    assert p.repaired == [False, True]
+    p = StreamableParser(enc, None, strict=False)
+    p.feed(toks(enc, "<|start|>assistant<|channel|>final<|message|>Hello wor"))
+    assert p.finish(length=True)[-1] == P.Incomplete("length")
+
+
+def test_snapshot_restore_reset(enc):
+    p = StreamableParser(enc, Role.ASSISTANT, strict=False)
+    p.feed(toks(enc, "<|channel|>final<|message|>Hel"))
+    snap = p.snapshot()
+    a = p.feed(toks(enc, "lo<|end|>"))
+    assert len(p.messages) == 1
+    p.restore(snap)
+    assert p.messages == [] and p.current_content == "Hel"
+    assert p.feed(toks(enc, "lo<|end|>")) == a
+    p.restore(snap)
+    assert p.current_content == "Hel"
+    p.reset()
+    assert p.state is StreamState.HEADER and p.tokens == [] and p.messages == []
+
+
+def test_raw_mode(enc):
+    p = StreamableParser(enc, None, mode="raw")
+    ids = toks(enc, "<|start|>assistant<|message|>x<|end|>")
+    text = "".join(e.text for e in p.feed(ids) if isinstance(e, P.ContentDelta))
+    assert text == "<|start|>assistant<|message|>x<|end|>"
+
+
+def test_memory_caps_from_python(enc):
+    limits = lh.Limits(max_parsed_total_bytes=200, max_parsed_message_bytes=50)
+    p = StreamableParser(enc, None, strict=False, limits=limits, token_history=100)
+    unit = toks(enc, "<|start|>assistant<|channel|>final<|message|>" + "x" * 80 + "<|end|>")
+    for _ in range(50):
+        p.feed(unit)
+    assert len(p.tokens) < 200
+    assert sum(len(m.content[0].text) for m in p.messages) <= 200
+    assert all(len(m.content[0].text) <= 50 for m in p.messages)
+    assert p.first_message_index + len(p.messages) == 50
+
+
+# ---------------------------------------------------------------------------------------------
+# properties
+# ---------------------------------------------------------------------------------------------
+
+PIECES = [
+    "<|start|>assistant<|channel|>analysis<|message|>Let me think.<|end|>",
+    "<|start|>assistant<|channel|>final<|message|>The answer is 4.<|return|>",
+    "<|start|>assistant to=functions.f<|channel|>commentary <|constrain|>json<|message|>{\"a\": 1}<|call|>",
+    "<|start|>functions.f to=assistant<|channel|>commentary<|message|>42<|end|>",
+    "<|channel|>", " to=functions.g", " json", "assistant", "Hello", "é😀", "\n",
+]
+
+
+@st.composite
+def streams(draw):
+    enc = lh.load_harmony_encoding()
+    ids: list[int] = []
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            ids += toks(enc, draw(st.sampled_from(PIECES)))
+        elif kind == 1:
+            ids.append(draw(st.sampled_from(SPECIALS)))
+        elif kind == 2:
+            ids.append(draw(st.integers(0, 201_100)))
+        else:
+            ids += enc.encode_ordinary(draw(st.text(max_size=8)))
+    return ids
+
+
+@SETTINGS
+@given(ids=streams(), cuts=st.lists(st.integers(0, 200), max_size=6), role=st.sampled_from([None, Role.ASSISTANT]),
+       mode=st.sampled_from(["lenient", "strict", "raw"]))
+def test_chunk_boundaries_do_not_matter(enc, ids, cuts, role, mode):
+    def run(bounds):
+        p = StreamableParser(enc, role, mode=mode)
+        events, prev = [], 0
+        try:
+            for c in sorted(set(b % (len(ids) + 1) for b in bounds)) + [len(ids)]:
+                events += p.feed(ids[prev:c])
+                prev = c
+            events += p.finish()
+        except lh.HarmonyError as e:
+            return events, str(e), dicts(p.messages)
+        return events, None, dicts(p.messages)
+
+    whole = run([])
+    for bounds in (cuts, list(range(len(ids)))):
+        got = run(bounds)
+        if whole[1] is None:
+            assert got == whole
+        else:  # a strict error: the events of the failing batch are not returned
+            assert got[1:] == whole[1:]
+
+
+@SETTINGS
+@given(ids=st.lists(st.one_of(st.integers(-10, 201_200), st.sampled_from(SPECIALS)), max_size=60) | streams(),
+       role=st.sampled_from([None, Role.ASSISTANT]))
+def test_lenient_never_raises(enc, ids, role):
+    p = StreamableParser(enc, role, strict=False)
+    for t in ids[: len(ids) // 2]:
+        p.process(t)
+        _ = (p.current_content, p.last_content_delta, p.state, p.state_data, p.current_role)
+    events = p.feed(ids[len(ids) // 2:]) + p.finish()
+    assert isinstance(events[-1], (P.Done, P.Incomplete))
+    enc.parse_messages_from_completion_tokens(ids, role, strict=False)
