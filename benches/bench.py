@@ -145,7 +145,7 @@ def completion_tokens(enc, n_tokens: int) -> List[int]:
         seg = [
             f"<|channel|>analysis<|message|>{chunk}<|end|><|start|>assistant",
             '<|channel|>commentary to=functions.lookup <|constrain|>json<|message|>{"q": "weather in Paris"}<|call|><|start|>assistant',
-            f"<|channel|>final<|message|>{chunk}<|return|>",
+            f"<|channel|>final<|message|>{chunk}<|end|><|start|>assistant",
         ][i % 3]
         ids = enc.encode(seg, allowed_special="all")
         parts.extend(ids)

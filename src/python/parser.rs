@@ -165,8 +165,26 @@ fn event_to_py(py: Python<'_>, e: Event) -> PyResult<PyObject> {
     })
 }
 
+/// Converts a batch of events, merging adjacent text deltas of the same message (or the same
+/// tool call) into one: a `feed()` of many tokens costs one Python object per message part,
+/// not one per token. Concatenating the deltas gives the same text whatever the batching.
 fn events_to_py(py: Python<'_>, events: Vec<Event>) -> PyResult<Bound<'_, PyList>> {
-    let items = events
+    let mut merged: Vec<Event> = Vec::with_capacity(events.len());
+    for e in events {
+        match (merged.last_mut(), e) {
+            (Some(Event::ContentDelta { index: a, text }), Event::ContentDelta { index: b, text: more }) if *a == b => {
+                text.push_str(&more);
+            }
+            (
+                Some(Event::ToolCallDelta { index: a, call_index: ca, arguments }),
+                Event::ToolCallDelta { index: b, call_index: cb, arguments: more },
+            ) if *a == b && *ca == cb => {
+                arguments.push_str(&more);
+            }
+            (_, e) => merged.push(e),
+        }
+    }
+    let items = merged
         .into_iter()
         .map(|e| event_to_py(py, e))
         .collect::<PyResult<Vec<_>>>()?;
