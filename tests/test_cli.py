@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -542,3 +541,18 @@ def test_serve_subprocess(demo_cache):
             proc.wait(timeout=30)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_chat_real_model_smoke(capsys, monkeypatch, demo_cache):
+    # Real llama.cpp on the tiny model: its text is random, so only check the REPL runs a
+    # streamed turn, obeys /effort and /quit, and prints no ANSI when not on a TTY.
+    from llama_harmony import load_harmony_encoding
+    from llama_harmony.tiny_model import N_VOCAB, ensure_tiny_model
+
+    model = ensure_tiny_model(load_harmony_encoding().token_bytes_table(N_VOCAB), cache_dir=demo_cache)
+    code, out, err = run(capsys, "chat", "--model", str(model), "--ctx", "512", "--max-tokens", "4",
+                         "--threads", "1", "--seed", "1", "--reasoning-effort", "low",
+                         stdin="/effort high\nhello\n/quit\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert "(reasoning effort: high)" in out and "\x1b[" not in out
+    assert "Traceback" not in err

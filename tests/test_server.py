@@ -120,7 +120,7 @@ class FakeEngine:
         from llama_harmony.openai_format import OpenAIFormatError
 
         if text == "overflow":
-            raise ContextOverflowError("prompt is 9000 tokens; the context holds 8192 (n_ctx)")
+            raise ContextOverflowError(9000, 8192)
         if text == "badformat":
             raise OpenAIFormatError("unknown tool_call_id 'call_x'")
         if text == "limit":
@@ -234,6 +234,11 @@ def test_request_size_and_framing_errors(fake):
     big = json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode()
     err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", big), 413)
     assert "4096" in err["message"] and err["code"] == "request_too_large"
+    # a huge declared length is refused from the headers alone (nothing is read)
+    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b"", {"Content-Length": str(10 ** 9)}), 413)
+    assert "1000000000" in err["message"]
+    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b"", {"Content-Length": "-5"}), 400)
+    assert err["code"] == "invalid_content_length"
     err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b"{not json"), 400)
     assert err["code"] == "invalid_json"
     err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", None), 400)
@@ -340,7 +345,7 @@ def real(tmp_path_factory):
 
     enc = load_harmony_encoding()
     path = ensure_tiny_model(enc.token_bytes_table(N_VOCAB), cache_dir=tmp_path_factory.mktemp("tiny-cache"))
-    engine = RecordingEngine(engine_mod.HarmonyEngine.from_path(str(path), n_ctx=2048, n_threads=2, seed=0))
+    engine = RecordingEngine(engine_mod.HarmonyEngine.from_path(str(path), n_ctx=2048, n_threads=1, seed=0))
     scenarios = Scenarios(enc)
     server = make_server(engine, HOST, 0, model_name=MODEL_NAME, max_request_bytes=64 * 1024, queue_timeout=120,
                          logits_processor_factory=scenarios)

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 PROG = "llama-harmony"
 _EFFORTS = ("low", "medium", "high")
@@ -426,7 +426,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     say()
 
     # 2. One free-running turn through llama.cpp -------------------------------------------------
-    engine = _load_engine(str(model_path), n_ctx=2048, n_threads=min(2, os.cpu_count() or 1), seed=0)
+    # One thread: the model is tiny, and on a busy machine llama.cpp's threads spin-wait on
+    # each other (measured: 2 threads on a loaded 2-core box made a turn 10x slower).
+    engine = _load_engine(str(model_path), n_ctx=2048, n_threads=1, seed=0)
     free_max = 16
     free = engine.create_chat_completion(d.openai_messages_turn1(), tools=d.TOOLS, max_tokens=free_max,
                                          temperature=1.0, seed=0, model="tiny-gpt-oss")

@@ -80,7 +80,12 @@ Output policies
   ``"tool_calls"`` when there is at least one tool call, otherwise ``"stop"``.
 * ``stop`` strings apply to the ``content`` text only: the content ends before the first
   occurrence (streaming holds back text that could be the start of a stop string).
-* Raw Harmony markup never reaches ``content`` unless the lenient parser kept it as text.
+* Raw Harmony markup never reaches ``content``, ``reasoning_content`` or arguments: headers
+  are parsed away, and :class:`ParserTracker` (what the engine streams through) drops a
+  special token the model wrote inside a message body (the lenient parser keeps it as its
+  name, e.g. ``<|start|>``, ``<|channel|>``, ``<|reserved_N|>``) while keeping the ordinary
+  text around it. (:func:`chat_completion` takes message text as given: it cannot tell a
+  special token from the same characters written as ordinary text.)
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import (
     Author,
@@ -500,7 +505,8 @@ def new_completion_id() -> str:
 
 def message_kind(channel: Optional[str], recipient: Optional[str]) -> Tuple[str, Optional[str]]:
     """``("reasoning" | "content" | "tool", tool name or None)`` for a message header."""
-    if recipient and recipient.strip() and recipient.strip() not in NOT_CALL_RECIPIENTS:
+    if (recipient and recipient.strip() and recipient.strip() not in NOT_CALL_RECIPIENTS
+            and "<|" not in recipient):  # a special-token name is a misparsed header, not a tool
         r = recipient.strip()
         return "tool", (r[len("functions."):] if r.startswith("functions.") and len(r) > 10 else r)
     if channel == "analysis":
@@ -783,6 +789,8 @@ class ChunkStream:
         self.include_usage = include_usage
         self._acc = _Accumulator(stop, tool_call_id_factory)
         self._finished = False
+        self._finish_reason: Optional[str] = None
+        self._usage: Optional[Dict[str, Any]] = None
 
     def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str] = None) -> Dict[str, Any]:
         chunk: Dict[str, Any] = {
@@ -835,12 +843,27 @@ class ChunkStream:
             return []
         self._finished = True
         out = [self._chunk(d) for d in self._acc.close()]
-        out.append(self._chunk({}, self._acc.finish_reason(finish_reason)))
+        self._finish_reason = self._acc.finish_reason(finish_reason)
+        self._usage = _usage(prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens)
+        out.append(self._chunk({}, self._finish_reason))
         if self.include_usage:
             out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [],
-                        "usage": _usage(prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens)})
+                        "model": self.model, "choices": [], "usage": dict(self._usage)})
         return out
+
+    def completion(self) -> Dict[str, Any]:
+        """The same output as one ``chat.completion`` object (after :meth:`finish`)."""
+        if not self._finished:
+            raise RuntimeError("ChunkStream.completion() needs finish() first")
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": self.message, "finish_reason": self._finish_reason,
+                         "logprobs": None}],
+            "usage": dict(self._usage or {}),
+        }
 
 
 # =============================================================================================
@@ -850,6 +873,8 @@ class ChunkStream:
 _END_IDS = frozenset({200002, 200007, 200012, 199999})
 _BOUNDARY_IDS = _END_IDS | {200006}
 _MESSAGE_ID = 200008
+#: <|start|>, <|channel|>, <|message|>, <|constrain|>
+_STRUCTURAL_IDS = frozenset({200006, 200005, 200008, 200003})
 
 
 class ParserTracker:
@@ -863,20 +888,48 @@ class ParserTracker:
     emit whatever text the parser put into a finished message that was not streamed as a
     delta (lenient repairs), so nothing the parser returns is lost.
 
-    If the parser raises (a strict parser on malformed output), the tracker switches to raw
-    mode: the remaining tokens are decoded with ``decode`` (when given) and streamed as a
-    channel-less message, so the text still reaches ``content``.
+    Recovery (only for parsers that can raise, e.g. a strict one; llama_harmony's lenient
+    parser never does): after an error the tracker collects the following ids as stray text
+    (decoded with ``decode``, special tokens left out) until the next ``<|start|>``, streams
+    that text as a channel-less message (so it reaches ``content``), and resumes with a fresh
+    parser from ``parser_factory()`` (a parser built without a role, fed that ``<|start|>``).
+    Without a factory, everything after the error is stray text.
     """
 
-    def __init__(self, parser: Any, *, decode: Optional[Callable[[List[int]], str]] = None):
+    def __init__(self, parser: Any, *, decode: Optional[Callable[[List[int]], str]] = None,
+                 parser_factory: Optional[Callable[[], Any]] = None):
         self.parser = parser
         self._decode = decode
+        self._factory = parser_factory
+        self._events = self._has_events(parser)
+        #: ``(kind, detail)`` of every repair the parser reported (event API only).
+        self.repairs: List[Tuple[str, str]] = []
         self.n_done = 0
+        self._base = 0  # messages of earlier parsers (after a recovery)
         self._cur: Optional[ParsedDelta] = None  # header of the message being streamed
         self._streamed: List[str] = []
-        self._raw = False
-        self._raw_pending: List[int] = []
+        self._stray: Optional[List[int]] = None  # ids collected after a parser error
+        self._pending: List[int] = []  # ids fed since the last finished message
+        self._strip: Optional[str] = None  # special-token name to drop from the next delta
+        self._stray_sent = 0  # chars of the stray text already streamed
+        #: The first exception a parser raised (None: the parser never failed).
         self.error: Optional[BaseException] = None
+        self.errors = 0
+
+    @staticmethod
+    def _has_events(parser: Any) -> bool:
+        return callable(getattr(parser, "feed", None)) and callable(getattr(parser, "finish", None))
+
+    def current_header(self) -> Optional[Tuple[Optional[str], Optional[str]]]:
+        """``(channel, recipient)`` of the message whose body is being written, if any."""
+        if self._cur is None or self._stray is not None:
+            return None
+        return self._cur.channel, self._cur.recipient
+
+    @property
+    def in_recovery(self) -> bool:
+        """True while ids are collected as stray text after a parser error."""
+        return self._stray is not None
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -891,10 +944,51 @@ class ParserTracker:
         c = self._cur
         return [ParsedDelta(c.index, c.channel, c.recipient, c.content_type, text)]
 
+    def _close_current(self) -> List[ParsedDelta]:
+        if self._cur is None:
+            return []
+        c = self._cur
+        self.n_done += 1
+        self._cur, self._streamed = None, []
+        return [ParsedDelta(c.index, c.channel, c.recipient, c.content_type, "", done=True)]
+
+    def _from_events(self, events: Iterable[Any]) -> List[ParsedDelta]:
+        """llama_harmony's native events -> parsed steps."""
+        out: List[ParsedDelta] = []
+        for e in events:
+            kind = getattr(e, "type", None)
+            if kind == "message_start":
+                out += self._close_current()
+                self._cur = ParsedDelta(e.index + self._base, e.channel, e.recipient, e.content_type)
+                self._streamed = []
+                out.append(ParsedDelta(self._cur.index, e.channel, e.recipient, e.content_type, ""))
+            elif kind in ("content_delta", "tool_call_delta"):
+                text = e.text if kind == "content_delta" else e.arguments
+                if self._strip and text.startswith(self._strip):  # a special token kept as text
+                    text = text[len(self._strip):]
+                self._strip = None
+                if not text:
+                    continue
+                if self._cur is None or self._cur.index != e.index + self._base:
+                    self._cur, self._streamed = ParsedDelta(e.index + self._base), []
+                self._streamed.append(text)
+                c = self._cur
+                out.append(ParsedDelta(c.index, c.channel, c.recipient, c.content_type, text))
+            elif kind == "message_done":
+                self._pending = []
+                if self._cur is not None and self._cur.index == e.index + self._base:
+                    out += self._close_current()
+                self.n_done = max(self.n_done, e.index + self._base + 1)
+            elif kind == "repair":
+                self.repairs.append((str(e.kind), str(e.detail)))
+                if e.kind == "special_token_in_content" and str(e.detail).startswith("<|"):
+                    self._strip = str(e.detail)
+        return out
+
     def _reconcile(self) -> List[ParsedDelta]:
         out: List[ParsedDelta] = []
         msgs = self.parser.messages
-        for m in msgs[self.n_done:]:
+        for m in msgs[self.n_done - self._base:]:
             text = _message_text(m)
             if self._cur is not None and self._cur.index == self.n_done:
                 c = self._cur
@@ -907,39 +1001,63 @@ class ParserTracker:
             self.n_done += 1
             self._cur = None
             self._streamed = []
+            self._pending = []
         return out
 
-    def _raw_step(self, tokens: List[int]) -> List[ParsedDelta]:
-        if self._decode is None:
+    def _stray_text(self, final: bool = False) -> List[ParsedDelta]:
+        """Stream the new part of the stray text (held back while it ends mid UTF-8)."""
+        if self._decode is None or not self._stray:
             return []
-        self._raw_pending += tokens
-        text = self._decode(self._raw_pending)
-        if text.endswith("\ufffd"):  # wait for the rest of a split UTF-8 sequence
-            if len(self._raw_pending) < 4:
-                return []
-        self._raw_pending = []
-        if not text:
+        text = self._decode([t for t in self._stray if t < 199998])
+        if not final and text.endswith("\ufffd"):
+            return []
+        new, self._stray_sent = text[self._stray_sent:], len(text)
+        if not new:
             return []
         if self._cur is None:
             self._cur = ParsedDelta(self.n_done)
-        self._streamed.append(text)
-        return [ParsedDelta(self._cur.index, None, None, None, text)]
+        self._streamed.append(new)
+        return [ParsedDelta(self._cur.index, None, None, None, new)]
 
     def _fail(self, exc: BaseException, token: Optional[int]) -> List[ParsedDelta]:
-        self.error = exc
-        self._raw = True
+        if self.error is None:
+            self.error = exc
+        self.errors += 1
         out: List[ParsedDelta] = []
         try:
             out += self._reconcile()
         except Exception:  # pragma: no cover - a parser that cannot even list its messages
             pass
-        if self._cur is not None:
-            out.append(ParsedDelta(self._cur.index, self._cur.channel, self._cur.recipient,
-                                   self._cur.content_type, "", done=True))
-            self.n_done += 1
-            self._cur, self._streamed = None, []
-        if token is not None:
-            out += self._raw_step([token])
+        # Text the parser swallowed (e.g. a header that never got its <|message|>): the ids
+        # after the last structural token of the unfinished message, when none of its body
+        # was streamed yet.
+        lost: List[int] = []
+        if not self._streamed:
+            cut = max((k for k, t in enumerate(self._pending) if t in _STRUCTURAL_IDS), default=-1)
+            lost = [t for t in self._pending[cut + 1:] if t != token]
+        out += self._close_current()
+        self._stray, self._stray_sent = lost, 0
+        self._pending = []
+        if token is not None and token != 200006:
+            self._stray.append(token)
+            out += self._stray_text()
+        elif token == 200006:
+            out += self._resync(token)
+        else:
+            out += self._stray_text(final=True)
+        return out
+
+    def _resync(self, token: int) -> List[ParsedDelta]:
+        """End the stray text and restart a fresh parser at this ``<|start|>``."""
+        out = self._stray_text(final=True) + self._close_current()
+        self._stray = None
+        self.parser = self._factory()
+        self._events = self._has_events(self.parser)
+        self._base = self.n_done
+        try:
+            self.parser.process(token)
+        except Exception as exc:  # pragma: no cover - a parser that rejects <|start|>
+            out += self._fail(exc, None)
         return out
 
     # -- API -----------------------------------------------------------------------------------
@@ -947,12 +1065,22 @@ class ParserTracker:
     def process(self, token: int) -> List[ParsedDelta]:
         """Feed one id; the parsed steps it produced."""
         token = int(token)
-        if self._raw:
-            return self._raw_step([token])
+        if self._stray is not None:
+            if token == 200006 and self._factory is not None:
+                return self._resync(token)
+            self._stray.append(token)
+            return self._stray_text()
+        self._pending.append(token)
         try:
+            if self._events:
+                return self._from_events(self.parser.feed([token]))
             self.parser.process(token)
             out: List[ParsedDelta] = []
             delta = self.parser.last_content_delta
+            if delta and token >= 199998 and self._decode is not None:
+                name = self._decode([token])
+                if name.startswith("<|") and delta.startswith(name):  # a special token kept as text
+                    delta = delta[len(name):]
             if delta:
                 out += self._emit_text(delta)
             elif token == _MESSAGE_ID and self._cur is None:
@@ -963,30 +1091,22 @@ class ParserTracker:
         except Exception as exc:
             return self._fail(exc, token)
 
-    def process_eos(self) -> List[ParsedDelta]:
-        """End of the stream: finalize (a cut message is closed with what it has)."""
+    def process_eos(self, *, length: bool = False) -> List[ParsedDelta]:
+        """End of the stream: finalize (a cut message is closed with what it has).
+        ``length``: generation was cut by max_tokens (reported to the native parser)."""
         out: List[ParsedDelta] = []
-        if self._raw:
-            if self._raw_pending and self._decode is not None:
-                text = self._decode(self._raw_pending)
-                self._raw_pending = []
-                if text:
-                    if self._cur is None:
-                        self._cur = ParsedDelta(self.n_done)
-                    out.append(ParsedDelta(self._cur.index, None, None, None, text))
+        if self._stray is not None:
+            out += self._stray_text(final=True)
+            self._stray = None
         else:
             try:
-                self.parser.process_eos()
-                out += self._reconcile()
+                if self._events:
+                    out += self._from_events(self.parser.finish(length=length))
+                else:
+                    self.parser.process_eos()
+                    out += self._reconcile()
             except Exception as exc:
                 out += self._fail(exc, None)
-        if self._cur is not None:
-            c = self._cur
-            out.append(ParsedDelta(c.index, c.channel, c.recipient, c.content_type, "", done=True))
-            self.n_done += 1
-            self._cur, self._streamed = None, []
+                self._stray = None
+        out += self._close_current()
         return out
-
-    def messages(self) -> List[Any]:
-        """The parser's messages (after :meth:`process_eos`); raw-mode text is not included."""
-        return list(self.parser.messages)

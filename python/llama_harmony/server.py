@@ -55,7 +55,7 @@ DEFAULT_QUEUE_TIMEOUT = 300.0
 #: Default number of requests allowed to wait for the model at once (more get ``503``).
 DEFAULT_MAX_QUEUE = 64
 
-_ROLES = ("system", "developer", "user", "assistant", "tool")
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _EFFORTS = ("low", "medium", "high")
 _DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout)
 
@@ -298,6 +298,10 @@ class HarmonyHTTPServer(ThreadingHTTPServer):
             raise ApiError(503, f"server busy: waited {self.queue_timeout:g} s for the model (queue_timeout)",
                            type="server_error", code="server_busy", headers={"Retry-After": "1"})
 
+    def count_disconnect(self) -> None:
+        with self._stats_lock:
+            self.disconnects += 1
+
     def release_model(self) -> None:
         with self._stats_lock:
             self.served += 1
@@ -461,7 +465,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(400, f"invalid Content-Length {raw_len!r}", code="invalid_content_length") from None
         if length > limit:
-            self.close_connection = True  # the body stays unread
+            # Read and drop a moderately oversized body so the client reliably gets the answer
+            # (closing on unread data can reset the connection before it reads the 413).
+            if not self._discard(length):
+                self.close_connection = True
             raise ApiError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes "
                                 f"(max_request_bytes)", code="request_too_large")
         data = self.rfile.read(length) if length else b""
@@ -476,6 +483,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, f"request body is not valid JSON: {e}", code="invalid_json") from None
         except RecursionError:
             raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
+
+    def _discard(self, length: int, bound: int = 16 << 20) -> bool:
+        """Read and drop ``length`` body bytes (at most ``bound``); True if all were read."""
+        if length > bound:
+            return False
+        left = length
+        try:
+            while left > 0:
+                data = self.rfile.read(min(left, 1 << 16))
+                if not data:
+                    return False
+                left -= len(data)
+        except OSError:
+            return False
+        return True
 
     def _client_gone(self) -> bool:
         """True if the client closed its end (checked without blocking)."""
@@ -503,7 +525,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv.acquire_model()
         try:
             if self._client_gone():
-                srv.disconnects += 1
+                srv.count_disconnect()
                 self.close_connection = True
                 return
             if stream:
@@ -568,7 +590,7 @@ class _Handler(BaseHTTPRequestHandler):
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
         except _DISCONNECT_ERRORS:
-            srv.disconnects += 1
+            srv.count_disconnect()
             self.close_connection = True
             log.info("%s disconnected during a stream; generation stopped", self.address_string())
         finally:
