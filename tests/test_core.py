@@ -267,3 +267,55 @@ def test_prompt_token_cap_stops_early(enc):
     with pytest.raises(LimitExceeded, match="prompt tokens"):
         enc.render_conversation(convo, limits=Limits(max_prompt_tokens=1000))
     assert time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize(
+    "schema,expected",
+    [
+        ([1, 2], "any"),
+        ("string", "any"),
+        ({"type": 5}, "any"),
+        ({"type": "object", "properties": 3}, "{\n}"),
+        ({"type": "object", "properties": {"a": 1}}, "{\na?: any,\n}"),
+        ({"type": "array", "items": "x"}, "any[]"),
+        ({"oneOf": "x"}, "any"),
+    ],
+)
+def test_json_schema_that_is_not_a_schema(enc, schema, expected):
+    """A tool `parameters` value that is not a valid JSON Schema renders (unknown shapes
+    degrade to `any`, as the reference's converter does), never crashes."""
+    dev = DeveloperContent.new().with_function_tools([ToolDescription.new("f", "d", schema)])
+    text = enc.decode(enc.render(Message.from_role_and_content(Role.DEVELOPER, dev)))
+    assert f"type f = (_: {expected}) => any;" in text
+
+
+def test_threads_render_and_parse_shared_encoding(enc):
+    """One encoding shared by 8 threads, each rendering and parsing: identical results."""
+    from llama_harmony import StreamableParser
+
+    convo = Conversation.from_messages(
+        [Message.from_role_and_content(Role.ASSISTANT, f"thought {i} " * 30).with_channel("analysis") for i in range(10)]
+        + [Message.from_role_and_content(Role.ASSISTANT, "done").with_channel("final")]
+    )
+    ids = enc.render_conversation(convo, llama_harmony.RenderConversationConfig(auto_drop_analysis=False))
+    expected = [m.to_dict() for m in enc.parse_messages_from_completion_tokens(ids)]
+    out, errors = [], []
+
+    def work():
+        try:
+            for _ in range(10):
+                got = enc.render_conversation(convo, llama_harmony.RenderConversationConfig(auto_drop_analysis=False))
+                p = StreamableParser(enc, None, strict=False)
+                p.feed(got)
+                p.finish()
+                out.append((got == ids, [m.to_dict() for m in p.messages] == expected))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(out) == 80 and all(a and b for a, b in out)
+    assert [m["content"][0]["text"] for m in expected][-1] == "done"
