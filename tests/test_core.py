@@ -319,3 +319,22 @@ def test_threads_render_and_parse_shared_encoding(enc):
         t.join()
     assert not errors and len(out) == 80 and all(a and b for a, b in out)
     assert [m["content"][0]["text"] for m in expected][-1] == "done"
+
+
+def test_model_objects_behave_like_records():
+    m = Message(Author(Role.USER), [TextContent("hi")], channel="x")
+    assert m == Message(author=Author(role=Role.USER), content=[TextContent(text="hi")], channel="x")
+    assert m != Message(Author(Role.USER), [TextContent("hi")])
+    assert repr(TextContent("a")) == "TextContent(text='a')"
+    assert Message(Author(Role.USER)).content == [] and Message(Author(Role.USER)).content is not Message(Author(Role.USER)).content
+    assert SystemContent().channel_config.valid_channels == ["analysis", "commentary", "final"]
+    assert Author("user").role is Role.USER  # plain strings are accepted for roles
+    with pytest.raises(TypeError, match="missing required argument: 'author'"):
+        Message()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        Message(Author(Role.USER), colour="red")
+    with pytest.raises(ValueError, match="Unknown role"):
+        Author("robot")
+    match m:
+        case Message(author, content, channel):
+            assert channel == "x" and author.role is Role.USER

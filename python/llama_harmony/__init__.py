@@ -14,9 +14,6 @@ environment variable), releases the GIL while it works and enforces size limits.
 from __future__ import annotations
 
 import functools
-import json
-import re
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import AbstractSet, Any, Collection, Dict, Iterator, List, Literal, Optional, Sequence, Union
 
@@ -24,6 +21,70 @@ from . import _core
 from ._core import HarmonyError, LimitExceeded, Limits
 
 __version__ = _core.__version__
+
+
+# ---------------------------------------------------------------------------------------------
+# A small record decorator (like dataclasses, without importing it: `import llama_harmony`
+# stays cheap): keyword/positional __init__ with defaults, __eq__, __repr__, __match_args__.
+# ---------------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+class _Factory:
+    """A default built anew for every instance (like ``dataclasses.field(default_factory=...)``)."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+
+def _record(cls: Any) -> Any:
+    names = tuple(cls.__dict__.get("__annotations__", {}))
+    defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
+    for n, d in defaults.items():
+        if isinstance(d, _Factory):
+            delattr(cls, n)
+    qual = cls.__name__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(names):
+            raise TypeError(f"{qual}() takes at most {len(names)} positional arguments ({len(args)} given)")
+        for n, v in zip(names, args):
+            if n in kwargs:
+                raise TypeError(f"{qual}() got multiple values for argument {n!r}")
+            kwargs[n] = v
+        for n in names:
+            if n in kwargs:
+                object.__setattr__(self, n, kwargs.pop(n))
+            else:
+                d = defaults.get(n, _MISSING)
+                if d is _MISSING:
+                    raise TypeError(f"{qual}() missing required argument: {n!r}")
+                object.__setattr__(self, n, d.make() if isinstance(d, _Factory) else d)
+        if kwargs:
+            raise TypeError(f"{qual}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        post = getattr(self, "__post_init__", None)
+        if post is not None:
+            post()
+
+    def __eq__(self: Any, other: Any) -> Any:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in names)
+
+    def __repr__(self: Any) -> str:
+        return f"{qual}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+
+    cls.__init__ = __init__
+    cls.__eq__ = __eq__
+    cls.__hash__ = None
+    cls.__repr__ = __repr__
+    cls.__match_args__ = names
+    cls._fields = names
+    return cls
+
 
 # ---------------------------------------------------------------------------------------------
 # Message model (same names, fields and builders as openai_harmony; plain Python objects)
@@ -56,7 +117,7 @@ def _value(v: Any) -> Any:
     return v.value if isinstance(v, Enum) else v
 
 
-@dataclass
+@_record
 class Author:
     """A role and an optional name (for tool messages: the tool, e.g. ``functions.get_weather``)."""
 
@@ -78,7 +139,7 @@ class Content:
         raise NotImplementedError
 
 
-@dataclass
+@_record
 class TextContent(Content):
     """Plain text."""
 
@@ -88,7 +149,7 @@ class TextContent(Content):
         return {"type": "text", "text": self.text}
 
 
-@dataclass
+@_record
 class ToolDescription:
     """A tool: its name, description and JSON Schema for its arguments (or None)."""
 
@@ -111,7 +172,7 @@ class ToolDescription:
         return cls(name=raw["name"], description=raw.get("description", ""), parameters=raw.get("parameters"))
 
 
-@dataclass
+@_record
 class ChannelConfig:
     """The channels the system message declares valid."""
 
@@ -126,13 +187,13 @@ class ChannelConfig:
         return {"valid_channels": list(self.valid_channels), "channel_required": self.channel_required}
 
 
-@dataclass
+@_record
 class ToolNamespaceConfig:
     """A namespace of tools (``functions``, ``browser``, ``python``...)."""
 
     name: str
     description: Optional[str] = None
-    tools: List[ToolDescription] = field(default_factory=list)
+    tools: List[ToolDescription] = _Factory(list)
 
     @staticmethod
     def browser() -> "ToolNamespaceConfig":
@@ -169,7 +230,7 @@ def _tools_from_raw(raw: Optional[Dict[str, Any]]) -> Optional[Dict[str, ToolNam
 _DEFAULT_IDENTITY = "You are ChatGPT, a large language model trained by OpenAI."
 
 
-@dataclass
+@_record
 class SystemContent(Content):
     """The system message: identity, knowledge cutoff, date, reasoning effort, channels, built-in tools."""
 
@@ -177,8 +238,8 @@ class SystemContent(Content):
     reasoning_effort: Optional[ReasoningEffort] = ReasoningEffort.MEDIUM
     conversation_start_date: Optional[str] = None
     knowledge_cutoff: Optional[str] = "2024-06"
-    channel_config: Optional[ChannelConfig] = field(
-        default_factory=lambda: ChannelConfig.require_channels(["analysis", "commentary", "final"])
+    channel_config: Optional[ChannelConfig] = _Factory(
+        lambda: ChannelConfig.require_channels(["analysis", "commentary", "final"])
     )
     tools: Optional[Dict[str, ToolNamespaceConfig]] = None
 
@@ -248,7 +309,7 @@ class SystemContent(Content):
         return cls(**raw)
 
 
-@dataclass
+@_record
 class DeveloperContent(Content):
     """The developer message: instructions and tool namespaces (function tools)."""
 
@@ -303,12 +364,12 @@ def _content_from_dict(raw: Any) -> Content:
     raise ValueError(f"Unknown content variant: {raw!r}")
 
 
-@dataclass
+@_record
 class Message:
     """One Harmony message: author, contents, and the optional channel, recipient and content type."""
 
     author: Author
-    content: List[Content] = field(default_factory=list)
+    content: List[Content] = _Factory(list)
     channel: Optional[str] = None
     recipient: Optional[str] = None
     content_type: Optional[str] = None
@@ -364,6 +425,8 @@ class Message:
         return out
 
     def to_json(self) -> str:
+        import json
+
         return json.dumps(self.to_dict())
 
     @classmethod
@@ -381,14 +444,16 @@ class Message:
 
     @classmethod
     def from_json(cls, payload: str) -> "Message":
+        import json
+
         return cls.from_dict(json.loads(payload))
 
 
-@dataclass
+@_record
 class Conversation:
     """An ordered list of messages."""
 
-    messages: List[Message] = field(default_factory=list)
+    messages: List[Message] = _Factory(list)
 
     @classmethod
     def from_messages(cls, messages: Sequence[Message]) -> "Conversation":
@@ -404,6 +469,8 @@ class Conversation:
         return {"messages": [m.to_dict() for m in self.messages]}
 
     def to_json(self) -> str:
+        import json
+
         return json.dumps(self.to_dict())
 
     @classmethod
@@ -412,17 +479,19 @@ class Conversation:
 
     @classmethod
     def from_json(cls, payload: str) -> "Conversation":
+        import json
+
         return cls.from_dict(json.loads(payload))
 
 
-@dataclass
+@_record
 class RenderConversationConfig:
     """``auto_drop_analysis``: the reference's rule for dropping earlier reasoning (default True)."""
 
     auto_drop_analysis: bool = True
 
 
-@dataclass
+@_record
 class RenderOptions:
     """``conversation_has_function_tools``: adds the 'functions' line to a rendered system message."""
 
@@ -458,7 +527,9 @@ from ._parser import (  # noqa: E402
 # ---------------------------------------------------------------------------------------------
 
 
-def _extra_disallowed_regex(tokens: AbstractSet[str]) -> "re.Pattern[str]":
+def _extra_disallowed_regex(tokens: AbstractSet[str]) -> Any:
+    import re
+
     return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
