@@ -338,3 +338,63 @@ def test_model_objects_behave_like_records():
     match m:
         case Message(author, content, channel):
             assert channel == "x" and author.role is Role.USER
+
+
+def test_prompt_token_and_schema_depth_caps_at_boundaries(enc):
+    convo = Conversation.from_messages([Message.from_role_and_content(Role.USER, "hello world " * 20)])
+    n = len(enc.render_conversation(convo, limits=Limits.unlimited()))
+    for cap, ok in ((n - 1, False), (n, True), (n + 1, True)):
+        if ok:
+            assert len(enc.render_conversation(convo, limits=Limits(max_prompt_tokens=cap))) == n
+        else:
+            with pytest.raises(LimitExceeded) as info:
+                enc.render_conversation(convo, limits=Limits(max_prompt_tokens=cap))
+            assert info.value.cap == cap
+
+    def nested(depth: int) -> dict:
+        # a JSON value of exactly `depth` levels (a scalar is one level)
+        v: object = "leaf"
+        for _ in range(depth - 1):
+            v = {"a": v}
+        return v  # type: ignore[return-value]
+
+    cap = 10
+    for depth, ok in ((cap - 1, True), (cap, True), (cap + 1, False)):
+        dev = DeveloperContent.new().with_function_tools([ToolDescription.new("f", "d", nested(depth))])
+        m = Message.from_role_and_content(Role.DEVELOPER, dev)
+        if ok:
+            enc.render(m, limits=Limits(max_schema_depth=cap))
+        else:
+            with pytest.raises(LimitExceeded, match="JSON Schema depth"):
+                enc.render(m, limits=Limits(max_schema_depth=cap))
+
+
+def _vm_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_ten_million_tokens_parse_in_bounded_memory(enc):
+    """Ten million generated tokens through one lenient parser: memory stays flat (the parser
+    keeps at most max_parsed_total_bytes of finished messages and a bounded token history)."""
+    from llama_harmony import StreamableParser
+
+    unit = enc.encode("<|start|>assistant<|channel|>final<|message|>" + "lorem ipsum dolor " * 60 + "<|end|>", allowed_special="all")
+    chunk = unit * (100_000 // len(unit) + 1)
+    limits = Limits(max_parsed_total_bytes=1 << 20)
+    p = StreamableParser(enc, None, strict=False, limits=limits)
+    fed = 0
+    p.feed(chunk)
+    fed += len(chunk)
+    base = _vm_rss_mb()
+    t = time.perf_counter()
+    while fed < 10_000_000:
+        p.feed(chunk)
+        fed += len(chunk)
+    p.finish()
+    assert time.perf_counter() - t < 60
+    assert _vm_rss_mb() - base < 64, "parser memory must stay bounded"
+    assert sum(len(m.content[0].text) for m in p.messages) <= (1 << 20) + 4096
