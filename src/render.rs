@@ -437,8 +437,7 @@ pub fn render_conversation_for_completion(
     limits: &Limits,
     cache: Option<&RenderCache>,
 ) -> Result<Vec<Rank>> {
-    let mut out = Vec::new();
-    render_conversation_into(messages, config, limits, &mut out, cache)?;
+    let mut out = render_conversation(messages, config, limits, cache)?;
     let mut sink = Sink { out: &mut out, cap: limits.max_prompt_tokens };
     sink.special(ids::START)?;
     sink.text(next_role.as_str())?;

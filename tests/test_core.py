@@ -198,27 +198,37 @@ def test_render_errors_are_typed(enc):
         Role("robot")
 
 
+def _run_in_threads(work, n: int = 8) -> list:
+    """Runs ``work`` in ``n`` threads at once; returns the exceptions they raised."""
+    errors: list = []
+
+    def guarded():
+        try:
+            work()
+        except Exception as e:  # pragma: no cover - reported by the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_threads_give_identical_results(enc):
     convo = Conversation.from_messages(
         [Message.from_role_and_content(Role.SYSTEM, SystemContent.new().with_reasoning_effort(ReasoningEffort.HIGH))]
         + [Message.from_role_and_content(Role.USER if i % 2 else Role.ASSISTANT, f"message {i} " * 50) for i in range(40)]
     )
     expected = enc.render_conversation(convo)
-    results, errors = [], []
+    results: list = []
 
     def work():
-        try:
-            for _ in range(20):
-                results.append(enc.render_conversation(convo))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(20):
+            results.append(enc.render_conversation(convo))
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not _run_in_threads(work)
     assert len(results) == 160 and all(r == expected for r in results)
 
 
@@ -299,25 +309,18 @@ def test_threads_render_and_parse_shared_encoding(enc):
     )
     ids = enc.render_conversation(convo, llama_harmony.RenderConversationConfig(auto_drop_analysis=False))
     expected = [m.to_dict() for m in enc.parse_messages_from_completion_tokens(ids)]
-    out, errors = [], []
+    out: list = []
 
     def work():
-        try:
-            for _ in range(10):
-                got = enc.render_conversation(convo, llama_harmony.RenderConversationConfig(auto_drop_analysis=False))
-                p = StreamableParser(enc, None, strict=False)
-                p.feed(got)
-                p.finish()
-                out.append((got == ids, [m.to_dict() for m in p.messages] == expected))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(10):
+            got = enc.render_conversation(convo, llama_harmony.RenderConversationConfig(auto_drop_analysis=False))
+            p = StreamableParser(enc, None, strict=False)
+            p.feed(got)
+            p.finish()
+            out.append((got == ids, [m.to_dict() for m in p.messages] == expected))
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(out) == 80 and all(a and b for a, b in out)
+    assert not _run_in_threads(work)
+    assert len(out) == 80 and all(a and b for a, b in out)
     assert [m["content"][0]["text"] for m in expected][-1] == "done"
 
 
