@@ -48,7 +48,8 @@
 //! | `S assistant C commentary ––commentary to=f M`      | error (leftover words)        | channel `commentary`, recipient `f`; extra words dropped from the header   | extra_header_words |
 //! | `S assistant C ––commentary M x E`                  | channel `––commentary`        | same (custom channel names are kept verbatim)                              | - |
 //! | unknown/out-of-range id in content                   | swallows the rest of the message | U+FFFD for that id, parsing goes on                                     | invalid_token |
-//! | `<\|reserved_200013\|>`, `S`, `C`, `M`, `K` inside content | kept as their text    | same (text kept)                                                           | special_token_in_content |
+//! | `<\|reserved_200013\|>`, `C`, `M`, `K` inside content | kept as their text       | same (text kept)                                                           | special_token_in_content |
+//! | `S assistant C analysis M plan S assistant C final M Hi R` (no `E` before `S`) | `S`, the next header and its text kept as text | `plan` ends at `S` (`MessageDone` without stop token), then the message `Hi` on `final` | missing_end |
 //! | `<\|endoftext\|>` inside content                     | kept as text                  | ends the message (stop token 199999, stream reason `EndOfText`)            | - |
 //! | several tool calls in one stream                     | messages                      | same; `call_index` counts them                                             | - |
 //! | truncated mid-header (`S assistant C fin`)           | error at EOS                  | message (channel `fin`, empty text), then `Incomplete{Truncated}`          | missing_message |
@@ -66,7 +67,10 @@
 //! # Events
 //!
 //! For every message: [`Event::MessageStart`] once its header is complete, then
-//! [`Event::ContentDelta`]s (each one UTF-8 complete), then [`Event::MessageDone`]. A message
+//! [`Event::ContentDelta`]s (each one UTF-8 complete), then [`Event::MessageDone`]. A delta
+//! is appended to the last event of the output when that is a delta of the same message (or
+//! tool call): a batch ([`StreamParser::feed`]) holds one delta event per message part, not
+//! one per token, and only the split of the text into deltas depends on the batching. A message
 //! is a tool call when its author is the assistant and it has a recipient other than
 //! `assistant`, `user`, `all`, `system`, `developer`: then [`Event::ToolCallStart`] follows the
 //! `MessageStart`, [`Event::ToolCallDelta`]s replace the content deltas, and
@@ -103,7 +107,7 @@
 use crate::chat::{Author, Content, Message, Role};
 use crate::error::{HarmonyError, Result};
 use crate::limits::Limits;
-use crate::tokenizer::{ids, tokenizer, Rank};
+use crate::tokenizer::{ids, tokenizer, Rank, N_BASE};
 
 /// The replacement character used for undecodable bytes and unknown ids.
 pub const REPLACEMENT: &str = "\u{FFFD}";
@@ -201,6 +205,9 @@ pub enum RepairKind {
     MissingStart,
     /// A header ended by a stop token or EOS without `<|message|>`: its trailing words are text.
     MissingMessage,
+    /// A `<|start|>` inside a message's content: the message ended there (its `<|end|>` was
+    /// missing) and a new header starts.
+    MissingEnd,
     /// A header without a role: the assistant is assumed.
     MissingRole,
     /// An unknown role word: the message is a tool message with that name.
@@ -243,6 +250,7 @@ impl RepairKind {
         match self {
             MissingStart => "missing_start",
             MissingMessage => "missing_message",
+            MissingEnd => "missing_end",
             MissingRole => "missing_role",
             UnknownRole => "unknown_role",
             DoubledRole => "doubled_role",
@@ -435,26 +443,38 @@ impl Dec {
 
     /// The reference's step: decode the pending bytes once; on an error emit the valid prefix
     /// and one U+FFFD and keep the rest for the next token. `segs` receives the end offsets
-    /// (in `out`) of the pieces the reference re-encodes separately.
-    fn push_ref(&mut self, bytes: &[u8], out: &mut String, segs: &mut Vec<usize>) {
+    /// (in `out`) of the pieces the reference re-encodes separately (not past 4 GiB).
+    fn push_ref(&mut self, bytes: &[u8], out: &mut String, segs: &mut Vec<u32>) {
+        let mut seg = |n: usize| {
+            if let Ok(e) = u32::try_from(n) {
+                segs.push(e);
+            }
+        };
+        if self.start == self.buf.len() {
+            if let Ok(v) = std::str::from_utf8(bytes) {
+                out.push_str(v);
+                seg(out.len());
+                return;
+            }
+        }
         self.buf.extend_from_slice(bytes);
         let s = &self.buf[self.start..];
         match std::str::from_utf8(s) {
             Ok(v) => {
                 out.push_str(v);
-                segs.push(out.len());
+                seg(out.len());
                 self.start = self.buf.len();
             }
             Err(e) => {
                 let valid = e.valid_up_to();
                 if valid > 0 {
                     out.push_str(std::str::from_utf8(&s[..valid]).unwrap_or_default());
-                    segs.push(out.len());
+                    seg(out.len());
                     self.start += valid;
                 }
                 if let Some(n) = e.error_len() {
                     out.push_str(REPLACEMENT);
-                    segs.push(out.len());
+                    seg(out.len());
                     self.start += n;
                 }
             }
@@ -969,7 +989,7 @@ struct Body {
     truncated: bool,
     repaired: bool,
     /// Lenient: a message the reference would not have made (stray text, lost header):
-    /// a `<|start|>` in its content starts a new message.
+    /// a `<|start|>` in its content ends it without a `missing_end` repair.
     stray: bool,
     /// Lenient: the message is text found between messages (it has no header at all).
     from_orphan: bool,
@@ -983,6 +1003,16 @@ enum State {
     Content(Box<Body>),
 }
 
+/// Where the text of the last id (`last_content_delta`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastDelta {
+    None,
+    /// In `StreamParser::last_delta`.
+    Buf,
+    /// The open message's retained text from this offset to its end.
+    Text(usize),
+}
+
 /// The streaming parser. `Clone` is a cheap snapshot (restore by assignment).
 #[derive(Debug, Clone)]
 pub struct StreamParser {
@@ -991,9 +1021,10 @@ pub struct StreamParser {
     initial_role: Option<Role>,
     next_role: Option<Role>,
     state: State,
-    /// `last_content_delta` (a reused buffer; `has_last_delta` says whether it is set).
+    /// Where `last_content_delta` is.
+    last: LastDelta,
+    /// A reused buffer (`last_content_delta` when `last` is `Buf`; scratch otherwise).
     last_delta: String,
-    has_last_delta: bool,
     messages: Vec<Message>,
     repaired: Vec<bool>,
     evicted: usize,
@@ -1005,6 +1036,9 @@ pub struct StreamParser {
     tokens_dropped: u64,
     last_stop: Option<Rank>,
     scratch: Vec<Event>,
+    /// Set during [`StreamParser::process`]: its events are discarded, so no delta events
+    /// are built.
+    discard_deltas: bool,
 }
 
 fn is_stop(t: Rank) -> bool {
@@ -1052,8 +1086,8 @@ impl StreamParser {
             initial_role: role,
             next_role: role,
             state: Self::initial_state(role, mode),
+            last: LastDelta::None,
             last_delta: String::new(),
-            has_last_delta: false,
             messages: Vec::new(),
             repaired: Vec::new(),
             evicted: 0,
@@ -1065,6 +1099,7 @@ impl StreamParser {
             tokens_dropped: 0,
             last_stop: None,
             scratch: Vec::new(),
+            discard_deltas: false,
         }
     }
 
@@ -1116,10 +1151,37 @@ impl StreamParser {
     // ----- feeding ---------------------------------------------------------------------------
 
     /// Feeds ids, appending events to `out`. Strict modes stop at the first error (the events
-    /// of the ids before it are in `out`).
+    /// of the ids before it are in `out`). A text delta is appended to the last event of `out`
+    /// when that is a delta of the same message (one delta event per message part and batch,
+    /// not one per token; see [`Event`]).
     pub fn feed_into(&mut self, ids: &[Rank], out: &mut Vec<Event>) -> Result<()> {
-        for &t in ids {
-            self.step(t, out)?;
+        self.discard_deltas = false; // (in case a panic in `process` left it set)
+        match self.mode {
+            Mode::Strict | Mode::NonStrict => {
+                for &t in ids {
+                    self.step(t, out)?;
+                }
+            }
+            // these never fail: the history is extended once per batch
+            Mode::Lenient => {
+                self.push_tokens(ids);
+                let mut i = 0;
+                while i < ids.len() {
+                    let n = self.content_run(&ids[i..], out);
+                    if n == 0 {
+                        self.step_lenient(ids[i], out);
+                        i += 1;
+                    } else {
+                        i += n;
+                    }
+                }
+            }
+            Mode::Raw => {
+                self.push_tokens(ids);
+                for &t in ids {
+                    self.step_raw(t, out);
+                }
+            }
         }
         Ok(())
     }
@@ -1134,7 +1196,9 @@ impl StreamParser {
     /// Feeds one id (the reference's `process`); events are discarded.
     pub fn process(&mut self, id: Rank) -> Result<()> {
         let mut out = std::mem::take(&mut self.scratch);
+        self.discard_deltas = true;
         let r = self.step(id, &mut out);
+        self.discard_deltas = false;
         out.clear();
         self.scratch = out;
         r
@@ -1165,6 +1229,7 @@ impl StreamParser {
 
     /// [`finish`](Self::finish) / [`finish_length`](Self::finish_length) into `out`.
     pub fn finish_into(&mut self, length_cut: bool, out: &mut Vec<Event>) -> Result<()> {
+        self.discard_deltas = false;
         let mid_message = self.eos(out)?;
         let turn_ended = matches!(
             self.last_stop,
@@ -1194,15 +1259,33 @@ impl StreamParser {
     }
 
     fn push_token(&mut self, t: Rank) {
-        if self.token_cap == 0 {
-            self.tokens_dropped += 1;
+        self.push_tokens(std::slice::from_ref(&t));
+    }
+
+    /// Appends ids to the history: the same result as pushing them one by one, each push
+    /// dropping the oldest ids down to `token_cap` once `2 * token_cap` are held.
+    #[inline]
+    fn push_tokens(&mut self, ids: &[Rank]) {
+        let cap = self.token_cap;
+        let (l, m) = (self.tokens.len(), ids.len());
+        if cap == 0 || m == 0 {
+            self.tokens_dropped += if cap == 0 { m as u64 } else { 0 };
             return;
         }
-        self.tokens.push(t);
-        if self.tokens.len() >= self.token_cap.saturating_mul(2) {
-            let n = self.tokens.len() - self.token_cap;
-            self.tokens.drain(..n);
-            self.tokens_dropped += n as u64;
+        let new_len = if l + m < cap.saturating_mul(2) {
+            l + m
+        } else {
+            // the first drop happens after `d` pushes, then one every `cap` pushes
+            let d = cap.saturating_mul(2).saturating_sub(l).max(1);
+            cap + (m - d) % cap
+        };
+        self.tokens_dropped += (l + m - new_len) as u64;
+        if new_len <= m {
+            self.tokens.clear();
+            self.tokens.extend_from_slice(&ids[m - new_len..]);
+        } else {
+            self.tokens.drain(..l + m - new_len);
+            self.tokens.extend_from_slice(ids);
         }
     }
 
@@ -1239,8 +1322,8 @@ impl StreamParser {
                 if let State::Content(b) = &mut self.state {
                     b.dec.flush_lossy(&mut text);
                 }
-                self.emit_text(text, out);
-                self.has_last_delta = false;
+                self.emit_text(&text, out);
+                self.last = LastDelta::None;
                 let last = self.tokens.last().copied();
                 let ended = last.is_some_and(|t| is_stop(t) || t == ids::ENDOFTEXT);
                 if ended {
@@ -1291,7 +1374,7 @@ impl StreamParser {
                             let (hdr, rest) =
                                 ref_parse_header(&s, Some(role), false).map_err(parse_err)?;
                             self.open_body(hdr, s, false, false, out);
-                            self.emit_text(rest.unwrap_or_default(), out);
+                            self.emit_text(rest.as_deref().unwrap_or_default(), out);
                             self.end_message(Some(t), out)?;
                         }
                     }
@@ -1314,36 +1397,31 @@ impl StreamParser {
                 if is_stop(t) {
                     return self.end_message(Some(t), out);
                 }
+                self.last = LastDelta::None;
                 if b.dec.poisoned {
-                    self.has_last_delta = false;
                     return Ok(());
                 }
                 let Some(bytes) = tokenizer().token_bytes(t) else {
                     b.dec.poisoned = true;
-                    self.has_last_delta = false;
                     return Ok(());
                 };
-                let mut delta = String::new();
+                // decoded straight into the retained text (the body is dropped on the error
+                // below), which then holds `last_content_delta`: no allocation per token
                 let base = b.text.len();
-                let mut segs = Vec::new();
-                b.dec.push_ref(bytes, &mut delta, &mut segs);
-                if delta.is_empty() {
-                    self.has_last_delta = false;
+                b.dec.push_ref(bytes, &mut b.text, &mut b.segs);
+                let n = b.text.len();
+                if n == base {
                     return Ok(());
                 }
                 let cap = self.limits.max_parsed_message_bytes;
-                if base + delta.len() > cap {
-                    let n = base + delta.len();
+                if n > cap {
                     self.state = State::ExpectStart;
-                    self.has_last_delta = false;
                     return Err(limit_err("parsed message bytes", cap, n));
                 }
-                b.text.push_str(&delta);
-                b.segs.extend(
-                    segs.into_iter()
-                        .filter_map(|s| u32::try_from(s + base).ok()),
-                );
-                self.emit_delta(delta, out, true);
+                self.last = LastDelta::Text(base);
+                if !self.discard_deltas {
+                    push_delta(out, b.index, b.call, &b.text[base..]);
+                }
                 Ok(())
             }
         }
@@ -1352,21 +1430,30 @@ impl StreamParser {
     // ----- raw mode --------------------------------------------------------------------------
 
     fn step_raw(&mut self, t: Rank, out: &mut Vec<Event>) {
-        let mut delta = String::new();
-        if let State::Content(b) = &mut self.state {
-            match tokenizer().token_bytes(t) {
-                Some(bytes) => b.dec.push_lossy(bytes, &mut delta),
-                None => {
-                    b.dec.flush_lossy(&mut delta);
-                    delta.push_str(REPLACEMENT);
-                }
-            }
-        }
         if is_stop(t) || t == ids::ENDOFTEXT {
             self.last_stop = Some(t);
         }
-        self.has_last_delta = false;
-        self.emit_text(delta, out);
+        // `last_delta` is only scratch here (raw mode has no `last_content_delta`)
+        self.last = LastDelta::None;
+        let State::Content(b) = &mut self.state else {
+            return;
+        };
+        let delta = &mut self.last_delta;
+        delta.clear();
+        match tokenizer().token_bytes(t) {
+            Some(bytes) => b.dec.push_lossy(bytes, delta),
+            None => {
+                b.dec.flush_lossy(delta);
+                delta.push_str(REPLACEMENT);
+            }
+        }
+        if delta.is_empty() {
+            return;
+        }
+        retain(b, delta, self.limits.max_parsed_message_bytes, false);
+        if !self.discard_deltas {
+            push_delta(out, 0, None, delta);
+        }
     }
 
     // ----- lenient mode ----------------------------------------------------------------------
@@ -1389,7 +1476,7 @@ impl StreamParser {
         let tk = tokenizer();
         match &mut self.state {
             State::ExpectStart => {
-                self.has_last_delta = false;
+                self.last = LastDelta::None;
                 match t {
                     ids::START => self.state = State::Header(HeaderBuf::default()),
                     ids::MESSAGE => {
@@ -1460,16 +1547,35 @@ impl StreamParser {
                     let _ = self.end_message(Some(t), out);
                     return;
                 }
-                if t == ids::START && b.stray {
+                if t == ids::START {
+                    // a `<|start|>` in content: the next message's header follows and this
+                    // message's `<|end|>` is missing (messages the reference would not have
+                    // made, stray text and lost headers, end here without a repair)
+                    if !b.stray {
+                        b.repaired = true;
+                        out.push(Event::Repair {
+                            index: Some(b.index),
+                            kind: RepairKind::MissingEnd,
+                            detail: String::new(),
+                        });
+                    }
                     let _ = self.end_message(None, out);
                     self.state = State::Header(HeaderBuf::default());
                     return;
                 }
                 let index = b.index;
-                let mut delta = String::new();
+                // decoded straight into the retained text, which then holds
+                // `last_content_delta` (into the `last_delta` buffer once the text is cut)
+                let base = b.text.len();
+                let delta = if b.truncated {
+                    self.last_delta.clear();
+                    &mut self.last_delta
+                } else {
+                    &mut b.text
+                };
                 match tk.token_bytes(t) {
                     Some(bytes) => {
-                        b.dec.push_lossy(bytes, &mut delta);
+                        b.dec.push_lossy(bytes, delta);
                         if tk.is_special(t) {
                             b.repaired = true;
                             out.push(Event::Repair {
@@ -1480,7 +1586,7 @@ impl StreamParser {
                         }
                     }
                     None => {
-                        b.dec.flush_lossy(&mut delta);
+                        b.dec.flush_lossy(delta);
                         delta.push_str(REPLACEMENT);
                         b.repaired = true;
                         out.push(Event::Repair {
@@ -1490,9 +1596,74 @@ impl StreamParser {
                         });
                     }
                 }
-                self.retain_and_emit(delta, out);
+                if b.truncated {
+                    self.emit_last_delta(out);
+                    return;
+                }
+                let cap = self.limits.max_parsed_message_bytes;
+                if b.text.len() > cap {
+                    // over the cap: the retained text is cut (rare; the slow path)
+                    let delta = b.text.split_off(base);
+                    self.retain_and_emit(&delta, out);
+                    return;
+                }
+                if b.text.len() == base {
+                    self.last = LastDelta::None;
+                    return;
+                }
+                self.last = LastDelta::Text(base);
+                if !self.discard_deltas {
+                    push_delta(out, index, b.call, &b.text[base..]);
+                }
             }
         }
+    }
+
+    /// Lenient fast path of [`feed_into`](Self::feed_into): the leading ordinary (not special)
+    /// ids of `ids` in the content of a message, decoded straight into its text with one
+    /// delta event for the run. Returns how many ids it consumed (0: the per-token path
+    /// [`step_lenient`](Self::step_lenient) takes the next id). The same outcome as stepping
+    /// them one by one: it stops before an id whose text could cross the message cap.
+    #[inline]
+    fn content_run(&mut self, ids: &[Rank], out: &mut Vec<Event>) -> usize {
+        let State::Content(b) = &mut self.state else {
+            return 0;
+        };
+        if b.truncated {
+            return 0;
+        }
+        let tk = tokenizer();
+        let cap = self.limits.max_parsed_message_bytes;
+        let start = b.text.len();
+        let mut last = self.last;
+        let mut n = 0;
+        for &t in ids {
+            if t >= N_BASE {
+                break;
+            }
+            let Some(bytes) = tk.token_bytes(t) else {
+                break;
+            };
+            let base = b.text.len();
+            // decoding yields at most 3 bytes (U+FFFD) per byte, pending ones (<= 3) included
+            if base + 3 * (bytes.len() + 3) > cap {
+                break;
+            }
+            b.dec.push_lossy(bytes, &mut b.text);
+            last = if b.text.len() > base {
+                LastDelta::Text(base)
+            } else {
+                LastDelta::None
+            };
+            n += 1;
+        }
+        if n > 0 {
+            self.last = last;
+            if !self.discard_deltas {
+                push_delta(out, b.index, b.call, &b.text[start..]);
+            }
+        }
+        n
     }
 
     /// Lenient: a token of text between messages (no `<|start|>`).
@@ -1582,7 +1753,7 @@ impl StreamParser {
                 if let State::Content(b) = &mut self.state {
                     b.from_orphan = true;
                 }
-                self.retain_and_emit(s, out);
+                self.retain_and_emit(&s, out);
                 let _ = self.end_message(stop, out);
                 return;
             }
@@ -1602,7 +1773,7 @@ impl StreamParser {
             None => (s, String::new()),
         };
         self.open_body(l.header, head, true, false, out);
-        self.retain_and_emit(text, out);
+        self.retain_and_emit(&text, out);
         let _ = self.end_message(stop, out);
     }
 
@@ -1635,7 +1806,7 @@ impl StreamParser {
             b.dec.buf.extend_from_slice(&tail);
             b.from_orphan = orphan;
         }
-        self.retain_and_emit(text, out);
+        self.retain_and_emit(&text, out);
     }
 
     /// Lenient EOS; returns whether the stream ended mid-message.
@@ -1708,67 +1879,54 @@ impl StreamParser {
         }));
     }
 
-    /// Emits a content (or tool-argument) delta for the open message.
-    fn emit_delta(&mut self, text: String, out: &mut Vec<Event>, set_last: bool) {
-        let (index, call) = match &self.state {
-            State::Content(b) => (b.index, b.call),
-            _ => return,
-        };
-        if set_last {
-            self.last_delta.clear();
-            self.last_delta.push_str(&text);
-            self.has_last_delta = true;
-        }
-        out.push(match call {
-            Some(call_index) => Event::ToolCallDelta {
-                index,
-                call_index,
-                arguments: text,
-            },
-            None => Event::ContentDelta { index, text },
-        });
-    }
-
     /// Emits text without touching `last_content_delta` (raw mode, reference end-of-message).
-    fn emit_text(&mut self, text: String, out: &mut Vec<Event>) {
+    fn emit_text(&mut self, text: &str, out: &mut Vec<Event>) {
         if text.is_empty() {
             return;
         }
-        if self.mode == Mode::Raw {
-            if let State::Content(b) = &mut self.state {
-                retain(b, &text, self.limits.max_parsed_message_bytes, false);
-            }
-            out.push(Event::ContentDelta { index: 0, text });
+        let State::Content(b) = &mut self.state else {
             return;
+        };
+        if self.mode == Mode::Raw {
+            retain(b, text, self.limits.max_parsed_message_bytes, false);
+            push_delta(out, 0, None, text);
+        } else {
+            retain(b, text, usize::MAX, true);
+            push_delta(out, b.index, b.call, text);
         }
-        if let State::Content(b) = &mut self.state {
-            retain(b, &text, usize::MAX, true);
-        }
-        self.emit_delta(text, out, false);
     }
 
-    /// Lenient: retains (up to the cap) and emits a delta; sets `last_content_delta`.
-    fn retain_and_emit(&mut self, delta: String, out: &mut Vec<Event>) {
+    /// Lenient: retains (up to the cap) and emits `delta`; sets `last_content_delta`.
+    fn retain_and_emit(&mut self, delta: &str, out: &mut Vec<Event>) {
+        self.last_delta.clear();
+        self.last_delta.push_str(delta);
+        self.emit_last_delta(out);
+    }
+
+    /// Lenient: retains (up to the cap) and emits the text in `last_delta`, which becomes
+    /// `last_content_delta` (none when it is empty).
+    fn emit_last_delta(&mut self, out: &mut Vec<Event>) {
+        let delta = self.last_delta.as_str();
+        self.last = LastDelta::None;
+        let State::Content(b) = &mut self.state else {
+            return;
+        };
         if delta.is_empty() {
-            self.has_last_delta = false;
             return;
         }
+        self.last = LastDelta::Buf;
         let cap = self.limits.max_parsed_message_bytes;
-        let mut cut = None;
-        if let State::Content(b) = &mut self.state {
-            if retain(b, &delta, cap, false) {
-                b.repaired = true;
-                cut = Some(b.index);
-            }
-        }
-        if let Some(i) = cut {
+        if retain(b, delta, cap, false) {
+            b.repaired = true;
             out.push(Event::Repair {
-                index: Some(i),
+                index: Some(b.index),
                 kind: RepairKind::MessageTooLong,
                 detail: format!("retained text cut at {cap} bytes"),
             });
         }
-        self.emit_delta(delta, out, true);
+        if !self.discard_deltas {
+            push_delta(out, b.index, b.call, delta);
+        }
     }
 
     /// Ends the open message: flushes undecoded bytes, stores the message, emits the done
@@ -1789,17 +1947,9 @@ impl StreamParser {
         };
         if !tail.is_empty() {
             retain(&mut b, &tail, cap, self.mode.is_reference());
-            let index = b.index;
-            out.push(match b.call {
-                Some(call_index) => Event::ToolCallDelta {
-                    index,
-                    call_index,
-                    arguments: tail,
-                },
-                None => Event::ContentDelta { index, text: tail },
-            });
+            push_delta(out, b.index, b.call, &tail);
         }
-        self.has_last_delta = false;
+        self.last = LastDelta::None;
         if let Some(t) = stop {
             self.last_stop = Some(t);
         }
@@ -1971,7 +2121,14 @@ impl StreamParser {
 
     /// Text produced by the last id (`None` if it produced none), as the reference.
     pub fn last_content_delta(&self) -> Option<&str> {
-        self.has_last_delta.then_some(self.last_delta.as_str())
+        match self.last {
+            LastDelta::None => None,
+            LastDelta::Buf => Some(&self.last_delta),
+            LastDelta::Text(start) => match &self.state {
+                State::Content(b) => b.text.get(start..),
+                _ => None,
+            },
+        }
     }
 
     /// The reference's `content_tokens`: each decoded piece re-encoded on its own.
@@ -2030,6 +2187,42 @@ impl StreamParser {
     }
 }
 
+/// Emits a content (or, for a tool call, an argument) delta: appended to the last event of
+/// `out` when that is a delta of the same message, so a batch never holds one event per token.
+#[inline]
+fn push_delta(out: &mut Vec<Event>, index: usize, call: Option<usize>, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    match (out.last_mut(), call) {
+        (Some(Event::ContentDelta { index: i, text: t }), None) if *i == index => t.push_str(text),
+        (
+            Some(Event::ToolCallDelta {
+                index: i,
+                call_index: c,
+                arguments,
+            }),
+            Some(ci),
+        ) if *i == index && *c == ci => arguments.push_str(text),
+        (_, None) => out.push(Event::ContentDelta {
+            index,
+            text: delta_string(text),
+        }),
+        (_, Some(call_index)) => out.push(Event::ToolCallDelta {
+            index,
+            call_index,
+            arguments: delta_string(text),
+        }),
+    }
+}
+
+/// The string of a new delta event, with room for the next tokens of the batch.
+fn delta_string(text: &str) -> String {
+    let mut s = String::with_capacity(text.len().max(64));
+    s.push_str(text);
+    s
+}
+
 /// Appends to the retained text up to `cap` bytes (recording a re-encoding segment when
 /// `seg`); returns true when it cut the text now.
 fn retain(b: &mut Body, s: &str, cap: usize, seg: bool) -> bool {
@@ -2085,6 +2278,7 @@ pub fn parse_completion(
 ) -> Result<Vec<Message>> {
     let mut p = StreamParser::new(role, mode, limits);
     p.set_token_history(0);
+    p.discard_deltas = true;
     let mut sink = Vec::new();
     for &t in tokens {
         p.step(t, &mut sink)?;
@@ -2320,6 +2514,7 @@ mod tests {
         "to_with_space",
         "endoftext_in_content",
         "only_end_role_given",
+        "start_token_in_content",
     ];
 
     #[test]
@@ -2807,7 +3002,6 @@ mod tests {
     fn lenient_special_tokens_in_content_are_kept() {
         for sp in [
             "<|reserved_200013|>",
-            "<|start|>",
             "<|channel|>",
             "<|message|>",
             "<|constrain|>",
@@ -2836,6 +3030,105 @@ mod tests {
                 reason: StopReason::EndOfText
             }
         );
+    }
+
+    #[test]
+    fn lenient_missing_end_before_start() {
+        // gpt-oss sometimes omits <|end|> before the next message
+        let body =
+            format!("<|channel|>analysis<|message|>plan{S}<|channel|>final<|message|>Hi<|return|>");
+        for (s, role) in [(format!("{S}{body}"), None), (body.clone(), Some(A))] {
+            let (ev, p) = lenient(&s, role);
+            assert_eq!(
+                msgs(&p),
+                vec![
+                    m(A, Some("analysis"), None, None, "plan"),
+                    m(A, Some("final"), None, None, "Hi")
+                ]
+            );
+            assert_eq!(repairs(&ev), vec![RepairKind::MissingEnd]);
+            assert!(ev.contains(&Event::MessageDone {
+                index: 0,
+                stop_token: None
+            }));
+            assert_eq!(p.repaired(), &[true, false]);
+            assert_eq!(
+                last(&ev),
+                &Event::Done {
+                    reason: StopReason::Return
+                }
+            );
+            // strict and the reference's non-strict mode keep it as text
+            let (_, p) = run(Mode::NonStrict, role, &toks(&s));
+            assert_eq!(
+                msgs(&p),
+                vec![m(
+                    A,
+                    Some("analysis"),
+                    None,
+                    None,
+                    "plan<|start|>assistant<|channel|>final<|message|>Hi"
+                )]
+            );
+            assert_eq!(strict_msgs(&s, role).unwrap(), msgs(&p));
+        }
+        // a tool call without <|call|>: the call is done, then the next message
+        let s = format!("{S}<|channel|>commentary to=functions.f <|constrain|>json<|message|>{{\"a\": 1}}{S}<|channel|>analysis<|message|>ok<|end|>");
+        let (ev, p) = lenient(&s, None);
+        assert_eq!(p.messages()[0].text_content(), "{\"a\": 1}");
+        assert_eq!(p.messages()[1].text_content(), "ok");
+        let at = |want: &Event| ev.iter().position(|e| e == want).unwrap();
+        assert!(
+            at(&Event::Repair {
+                index: Some(0),
+                kind: RepairKind::MissingEnd,
+                detail: String::new()
+            }) < at(&Event::ToolCallDone {
+                index: 0,
+                call_index: 0
+            })
+        );
+        assert!(
+            at(&Event::ToolCallDone {
+                index: 0,
+                call_index: 0
+            }) < at(&Event::MessageDone {
+                index: 0,
+                stop_token: None
+            })
+        );
+        // undecoded bytes before the <|start|> are flushed into the message (U+FFFD)
+        let byte_id = tokenizer().rank_of(&[0xC3]).unwrap(); // the first byte of `é`
+        let mut ids = toks(&format!("{S}<|channel|>final<|message|>a"));
+        ids.push(byte_id);
+        ids.extend(toks(&format!("{S}<|channel|>final<|message|>b<|end|>")));
+        let (_, p) = run(Mode::Lenient, None, &ids);
+        assert_eq!(p.messages()[0].text_content(), "a\u{FFFD}");
+        assert_eq!(p.messages()[1].text_content(), "b");
+        // in a header, <|start|> already ended it (the missing <|message|> repair)
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>final Hello{S}<|channel|>final<|message|>Hi<|end|>"),
+            None,
+        );
+        assert_eq!(
+            msgs(&p),
+            vec![
+                m(A, Some("final"), None, None, "Hello"),
+                m(A, Some("final"), None, None, "Hi")
+            ]
+        );
+        assert_eq!(repairs(&ev), vec![RepairKind::MissingMessage]);
+        // a message the parser made from stray text ends at <|start|> without a repair
+        let long = "word ".repeat(100);
+        let (ev, p) = lenient(
+            &format!("{S}<|channel|>final<|message|>a<|end|>{long}{S}<|channel|>final<|message|>b<|end|>"),
+            None,
+        );
+        assert_eq!(p.messages().len(), 3);
+        assert!(!repairs(&ev).contains(&RepairKind::MissingEnd));
+        // raw mode: text
+        let (ev, _) = run(Mode::Raw, None, &toks(&s));
+        assert!(!repairs(&ev).contains(&RepairKind::MissingEnd));
     }
 
     #[test]
@@ -3397,25 +3690,97 @@ mod tests {
             .prop_map(|(ids, edits)| apply(ids, &edits))
     }
 
+    /// How [`events_in_chunks`] feeds the ids.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Feeding {
+        /// `feed_into` per chunk, all into one output vector.
+        Shared,
+        /// `feed` per chunk (a new vector each; deltas then split at chunk boundaries).
+        Fresh,
+        /// The per-token path of `process` (no batch fast path), with its events.
+        Steps,
+    }
+
+    /// Merges adjacent deltas of one message (what a single batch would hold).
+    fn coalesce(ev: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::new();
+        for e in ev {
+            match e {
+                Event::ContentDelta { index, text } => push_delta(&mut out, index, None, &text),
+                Event::ToolCallDelta {
+                    index,
+                    call_index,
+                    arguments,
+                } => push_delta(&mut out, index, Some(call_index), &arguments),
+                e => out.push(e),
+            }
+        }
+        out
+    }
+
+    /// Everything observable after a chunked feed: events (merged), the error, the messages,
+    /// `last_content_delta`, `current_content`, the token history and `tokens_dropped`.
+    type Observed = (
+        Vec<Event>,
+        Option<String>,
+        Vec<Message>,
+        Option<String>,
+        String,
+        Vec<Rank>,
+        u64,
+    );
+
     fn events_in_chunks(
         mode: Mode,
         role: Option<Role>,
         ids: &[Rank],
         cuts: &[usize],
-    ) -> (Vec<Event>, Option<String>, Vec<Message>) {
-        let mut p = StreamParser::new(role, mode, Limits::default());
+        how: Feeding,
+        history: Option<usize>,
+        limits: Limits,
+    ) -> Observed {
+        let mut p = StreamParser::new(role, mode, limits);
+        if let Some(n) = history {
+            p.set_token_history(n);
+        }
         let mut ev = Vec::new();
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (ids.len() + 1)).collect();
         cuts.sort_unstable();
         let mut prev = 0;
+        let mut err = None;
         for c in cuts.into_iter().chain([ids.len()]) {
-            if let Err(e) = p.feed_into(&ids[prev..c], &mut ev) {
-                return (ev, Some(e.to_string()), p.messages().to_vec());
-            }
+            let r = match how {
+                Feeding::Shared => p.feed_into(&ids[prev..c], &mut ev),
+                Feeding::Fresh => p.feed(&ids[prev..c]).map(|e| ev.extend(e)),
+                Feeding::Steps => ids[prev..c].iter().try_for_each(|&t| p.step(t, &mut ev)),
+            };
             prev = c;
+            if let Err(e) = r {
+                err = Some(e.to_string());
+                break;
+            }
         }
-        let err = p.finish_into(false, &mut ev).err().map(|e| e.to_string());
-        (ev, err, p.messages().to_vec())
+        let last = (
+            p.last_content_delta().map(String::from),
+            p.current_content().to_string(),
+        );
+        if err.is_none() {
+            err = p.finish_into(false, &mut ev).err().map(|e| e.to_string());
+        }
+        let ev = if how == Feeding::Shared {
+            ev
+        } else {
+            coalesce(ev)
+        };
+        (
+            ev,
+            err,
+            p.messages().to_vec(),
+            last.0,
+            last.1,
+            p.tokens().to_vec(),
+            p.tokens_dropped(),
+        )
     }
 
     proptest! {
@@ -3428,12 +3793,34 @@ mod tests {
         #[test]
         fn prop_chunk_boundaries_do_not_matter(ids in prop_oneof![mutated_stream(), prop::collection::vec(any_id(), 0..60)],
                                                cuts in prop::collection::vec(any::<usize>(), 0..8),
-                                               role in prop::option::of(Just(Role::Assistant))) {
+                                               role in prop::option::of(Just(Role::Assistant)),
+                                               history in prop::option::of(0usize..6),
+                                               caps in prop::option::of((0usize..40, 0usize..30, 0usize..120))) {
+            // the same events (deltas merged), messages, accessors and token history whatever
+            // the batching, and the batch fast path agrees with the per-token path (also
+            // with tiny caps: cut messages, over-long headers, evictions)
+            let limits = match caps {
+                None => Limits::default(),
+                Some((msg, header, total)) => Limits {
+                    max_parsed_message_bytes: msg,
+                    max_header_bytes: header,
+                    max_parsed_total_bytes: total,
+                    ..Limits::default()
+                },
+            };
             for mode in [Mode::Lenient, Mode::Strict, Mode::NonStrict, Mode::Raw] {
-                let whole = events_in_chunks(mode, role, &ids, &[]);
+                let whole = events_in_chunks(mode, role, &ids, &[], Feeding::Shared, history, limits);
                 let one_by_one: Vec<usize> = (0..ids.len()).collect();
-                prop_assert_eq!(&whole, &events_in_chunks(mode, role, &ids, &cuts));
-                prop_assert_eq!(&whole, &events_in_chunks(mode, role, &ids, &one_by_one));
+                for how in [Feeding::Shared, Feeding::Fresh, Feeding::Steps] {
+                    for c in [&cuts, &one_by_one] {
+                        let mut got = events_in_chunks(mode, role, &ids, c, how, history, limits);
+                        if how == Feeding::Fresh && got.1.is_some() {
+                            // a strict error: `feed` does not return the failing batch's events
+                            got.0.clone_from(&whole.0);
+                        }
+                        prop_assert_eq!(&whole, &got, "{:?}", how);
+                    }
+                }
             }
         }
 
@@ -3502,20 +3889,31 @@ mod tests {
         ));
         let ids: Vec<Rank> = unit.iter().copied().cycle().take(2_000_000).collect();
         for mode in [Mode::Strict, Mode::Lenient, Mode::Raw] {
-            let mut p = StreamParser::new(None, mode, Limits::default());
-            p.set_token_history(0);
-            let mut out = Vec::new();
-            let t0 = std::time::Instant::now();
-            for chunk in ids.chunks(1) {
-                out.clear();
-                p.feed_into(chunk, &mut out).unwrap();
+            for chunk_len in [0, 1, 16, 2000] {
+                let mut p = StreamParser::new(None, mode, Limits::default());
+                let mut out = Vec::new();
+                let t0 = std::time::Instant::now();
+                if chunk_len == 0 {
+                    for &t in &ids {
+                        p.process(t).unwrap();
+                        std::hint::black_box(p.last_content_delta());
+                    }
+                } else {
+                    for chunk in ids.chunks(chunk_len) {
+                        out.clear();
+                        p.feed_into(chunk, &mut out).unwrap();
+                    }
+                }
+                let dt = t0.elapsed();
+                let how = match chunk_len {
+                    0 => "process() per token".to_string(),
+                    n => format!("feed, {n}-token batches"),
+                };
+                eprintln!(
+                    "{mode:?}, {how}: {:.1} ns/token",
+                    dt.as_nanos() as f64 / ids.len() as f64
+                );
             }
-            let dt = t0.elapsed();
-            eprintln!(
-                "{:?}: {:.1} ns/token",
-                mode,
-                dt.as_nanos() as f64 / ids.len() as f64
-            );
         }
     }
 

@@ -28,6 +28,7 @@ LENIENT_DEVIATIONS = {
     "channel_words_json_no_to", "constrain_twice", "missing_message_first", "missing_message_no_channel",
     "missing_message_second", "missing_message_then_valid", "role_given_but_start_present",
     "channel_then_recipient_then_channel", "to_with_space", "endoftext_in_content", "only_end_role_given",
+    "start_token_in_content",
 }
 
 
@@ -174,6 +175,56 @@ def test_events_repairs_and_lengths(enc):
     p = StreamableParser(enc, None, strict=False)
     p.feed(toks(enc, "<|start|>assistant<|channel|>final<|message|>Hello wor"))
     assert p.finish(length=True)[-1] == P.Incomplete("length")
+
+
+def test_lenient_missing_end_before_start(enc):
+    """gpt-oss sometimes omits <|end|> before the next <|start|>: lenient mode ends the message
+    there (repair ``missing_end``); the reference's modes keep the next header as text."""
+    s = ("<|start|>assistant<|channel|>analysis<|message|>Let me think."
+         "<|start|>assistant<|channel|>final<|message|>4<|return|>")
+    p = StreamableParser(enc, None, strict=False)
+    events = p.feed(toks(enc, s)) + p.finish()
+    assert [(m.channel, m.content[0].text) for m in p.messages] == [("analysis", "Let me think."), ("final", "4")]
+    assert p.repaired == [True, False]
+    assert P.Repair(0, "missing_end", "") in events
+    assert P.MessageDone(0, None) in events and P.MessageDone(1, RETURN) in events
+    assert events[-1] == P.Done("return")
+    for mode in ("strict", "non_strict"):
+        ms = P.parse_messages_from_completion_tokens(enc, toks(enc, s), None, mode=mode)
+        assert [m.content[0].text for m in ms] == ["Let me think.<|start|>assistant<|channel|>final<|message|>4"]
+    # per token (the compat API) the same
+    p = StreamableParser(enc, None, strict=False)
+    for t in toks(enc, s):
+        p.process(t)
+    p.process_eos()
+    assert [m.content[0].text for m in p.messages] == ["Let me think.", "4"]
+
+
+def test_feed_inputs(enc):
+    """feed() takes a list, a tuple or any iterable of ints; one event per message part."""
+    ids = toks(enc, "<|channel|>final<|message|>Hello world, how are you?<|end|>")
+    want = StreamableParser(enc, Role.ASSISTANT, strict=False).feed(ids)
+    assert sum(isinstance(e, P.ContentDelta) for e in want) == 1
+    for form in (tuple(ids), iter(ids), (t for t in ids), range(0)):
+        p = StreamableParser(enc, Role.ASSISTANT, strict=False)
+        got = p.feed(form)
+        assert got == (want if form != range(0) else [])
+    p = StreamableParser(enc, Role.ASSISTANT, strict=False)
+    with pytest.raises(TypeError):
+        p.feed("abc")
+    with pytest.raises(TypeError):
+        p.feed([1, "2"])
+    with pytest.raises(OverflowError):
+        StreamableParser(enc, Role.ASSISTANT).feed([2**40])
+    # the Python-level method works too (subclasses, unbound calls)
+    assert StreamableParser.feed(StreamableParser(enc, Role.ASSISTANT, strict=False), ids) == want
+    # last_content_delta after a batch: the last id's text, as per token
+    p, q = StreamableParser(enc, Role.ASSISTANT, strict=False), StreamableParser(enc, Role.ASSISTANT, strict=False)
+    p.feed(ids[:-1])
+    for t in ids[:-1]:
+        q.process(t)
+    assert p.last_content_delta == q.last_content_delta == enc.decode([ids[-2]])
+    assert p.current_content == q.current_content
 
 
 def test_snapshot_restore_reset(enc):

@@ -127,6 +127,10 @@ class StreamableParser:
         if mode not in MODES:
             raise ValueError(f"unknown parser mode {mode!r} (one of {', '.join(MODES)})")
         self._inner = _NativeParser(_role_str(role), mode, _limits_of(encoding, limits), token_history)
+        if type(self).feed is StreamableParser.feed:
+            # the native method directly (it takes any iterable of ints): one Python call
+            # less per batch; `restore` and `reset` keep the same native object
+            self.feed = self._inner.feed  # type: ignore[method-assign]
         self._msgs: List[Message] = []
         self._msg_base = 0  # stream index of self._msgs[0]
         self._repaired: List[bool] = []
@@ -227,8 +231,9 @@ class StreamableParser:
         return self._inner.current_index
 
     def feed(self, tokens: Sequence[int]) -> List[Event]:
-        """Feed ids; returns their events (strict mode raises on malformed output)."""
-        return self._inner.feed(tokens if isinstance(tokens, list) else list(tokens))
+        """Feed ids (a list is fastest; any iterable of ints); returns their events, the text
+        deltas of one message merged (strict mode raises on malformed output)."""
+        return self._inner.feed(tokens)
 
     def finish(self, *, length: bool = False) -> List[Event]:
         """End of stream: closes the open message, then ``Done(reason)`` or
@@ -269,5 +274,4 @@ def parse_messages_from_completion_tokens(
     if mode is None:
         mode = "strict" if strict else "lenient"
     parse = _core.parse_completion
-    tokens = tokens if isinstance(tokens, list) else list(tokens)
     return [_message(t) for t in parse(tokens, _role_str(role), mode, _limits_of(encoding, limits))]

@@ -165,27 +165,13 @@ fn event_to_py(py: Python<'_>, e: Event) -> PyResult<PyObject> {
     })
 }
 
-/// Converts a batch of events, merging adjacent text deltas of the same message (or the same
-/// tool call) into one: a `feed()` of many tokens costs one Python object per message part,
-/// not one per token. Concatenating the deltas gives the same text whatever the batching.
-fn events_to_py(py: Python<'_>, events: Vec<Event>) -> PyResult<Bound<'_, PyList>> {
-    let mut merged: Vec<Event> = Vec::with_capacity(events.len());
-    for e in events {
-        match (merged.last_mut(), e) {
-            (Some(Event::ContentDelta { index: a, text }), Event::ContentDelta { index: b, text: more }) if *a == b => {
-                text.push_str(&more);
-            }
-            (
-                Some(Event::ToolCallDelta { index: a, call_index: ca, arguments }),
-                Event::ToolCallDelta { index: b, call_index: cb, arguments: more },
-            ) if *a == b && *ca == cb => {
-                arguments.push_str(&more);
-            }
-            (_, e) => merged.push(e),
-        }
-    }
-    let items = merged
-        .into_iter()
+/// Converts a batch of events (draining `events`, whose capacity is kept for the next batch).
+/// The core already merged the adjacent text deltas of one message (or tool call) within the
+/// batch: a `feed()` of many tokens costs one Python object per message part, not one per
+/// token. Concatenating the deltas gives the same text whatever the batching.
+fn events_to_py<'py>(py: Python<'py>, events: &mut Vec<Event>) -> PyResult<Bound<'py, PyList>> {
+    let items = events
+        .drain(..)
         .map(|e| event_to_py(py, e))
         .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
@@ -206,6 +192,7 @@ fn parse_role(role: Option<&str>) -> PyResult<Option<Role>> {
 
 /// An id from Python. The reference raises OverflowError for ids outside 0..2^32; the
 /// lenient and raw modes read them as an unknown id (U+FFFD).
+#[inline]
 fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
     match u32::try_from(id) {
         Ok(t) => Ok(t),
@@ -214,6 +201,36 @@ fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
             "out of range integral type conversion attempted",
         )),
     }
+}
+
+/// Reads a sequence of ids (a list or tuple directly, any other iterable item by item) into
+/// `out`, without an intermediate `Vec<i64>`. A `str` is refused, as a `Vec` extraction does.
+fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyResult<()> {
+    out.clear();
+    let from_tuple = |tuple: &Bound<'_, PyTuple>, out: &mut Vec<Rank>| -> PyResult<()> {
+        out.reserve(tuple.len());
+        // borrowed items: no reference counting per id
+        for item in tuple.iter_borrowed() {
+            out.push(to_rank(item.extract::<i64>()?, mode)?);
+        }
+        Ok(())
+    };
+    if let Ok(list) = ids.downcast::<PyList>() {
+        // one C-level copy of the list, then borrowed items (a list's items can only be
+        // read as new references, with a length check each)
+        from_tuple(&list.to_tuple(), out)?;
+    } else if let Ok(tuple) = ids.downcast::<PyTuple>() {
+        from_tuple(tuple, out)?;
+    } else if ids.is_instance_of::<PyString>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "Can't extract `str` to a sequence of token ids",
+        ));
+    } else {
+        for item in ids.try_iter()? {
+            out.push(to_rank(item?.extract::<i64>()?, mode)?);
+        }
+    }
+    Ok(())
 }
 
 fn panic_err(p: Box<dyn std::any::Any + Send>) -> PyErr {
@@ -244,6 +261,9 @@ fn run<T: Send>(py: Python<'_>, release: bool, f: impl FnOnce() -> crate::Result
 #[derive(Clone)]
 pub struct NativeParser {
     inner: StreamParser,
+    /// Reused between `feed` calls (ids read from Python, events of the batch).
+    ids: Vec<Rank>,
+    events: Vec<Event>,
 }
 
 #[pymethods]
@@ -263,7 +283,11 @@ impl NativeParser {
         if let Some(n) = token_history {
             inner.set_token_history(n);
         }
-        Ok(NativeParser { inner })
+        Ok(NativeParser {
+            inner,
+            ids: Vec::new(),
+            events: Vec::new(),
+        })
     }
 
     /// Feeds one id (the reference's `process`).
@@ -280,12 +304,25 @@ impl NativeParser {
 
     /// Feeds ids and returns their events. A strict-mode error is raised after the ids before
     /// it were processed (their events are lost; use `process` for exact error positions).
-    fn feed<'py>(&mut self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyList>> {
-        let mode = self.inner.mode();
-        let ranks = ids.iter().map(|&i| to_rank(i, mode)).collect::<PyResult<Vec<Rank>>>()?;
-        let p = &mut self.inner;
-        let events = run(py, ranks.len() > RELEASE_GIL_ABOVE, || p.feed(&ranks))?;
-        events_to_py(py, events)
+    /// `ids`: a list (fastest), a tuple or any iterable of ints.
+    fn feed<'py>(&mut self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let NativeParser { inner, ids: ranks, events } = self;
+        extract_ids(ids, inner.mode(), ranks)?;
+        events.clear();
+        let r = run(py, ranks.len() > RELEASE_GIL_ABOVE, || inner.feed_into(ranks, events));
+        if let Err(e) = r {
+            events.clear();
+            return Err(e);
+        }
+        // a long batch's buffers are not kept
+        if ranks.capacity() > 1 << 16 {
+            *ranks = Vec::new();
+        }
+        let list = events_to_py(py, events);
+        if events.capacity() > 1 << 10 {
+            *events = Vec::new();
+        }
+        list
     }
 
     /// End of stream: closes the open message and ends with `Done` or `Incomplete`.
@@ -293,8 +330,8 @@ impl NativeParser {
     #[pyo3(signature = (length=false))]
     fn finish<'py>(&mut self, py: Python<'py>, length: bool) -> PyResult<Bound<'py, PyList>> {
         let p = &mut self.inner;
-        let events = run(py, false, || if length { p.finish_length() } else { p.finish() })?;
-        events_to_py(py, events)
+        let mut events = run(py, false, || if length { p.finish_length() } else { p.finish() })?;
+        events_to_py(py, &mut events)
     }
 
     fn reset(&mut self) {
@@ -303,12 +340,16 @@ impl NativeParser {
 
     /// A copy of the whole parser state.
     fn snapshot(&self) -> NativeParser {
-        self.clone()
+        NativeParser {
+            inner: self.inner.clone(),
+            ids: Vec::new(),
+            events: Vec::new(),
+        }
     }
 
     /// Restores a state taken by `snapshot` (copied: the snapshot can be restored again).
     fn restore(&mut self, snapshot: PyRef<'_, NativeParser>) {
-        self.inner = snapshot.inner.clone();
+        self.inner.clone_from(&snapshot.inner);
     }
 
     fn set_token_history(&mut self, n: usize) {
@@ -427,7 +468,7 @@ impl NativeParser {
 #[pyo3(signature = (ids, role=None, mode="strict", limits=None))]
 fn parse_completion<'py>(
     py: Python<'py>,
-    ids: Vec<i64>,
+    ids: &Bound<'py, PyAny>,
     role: Option<&str>,
     mode: &str,
     limits: Option<PyRef<'py, PyLimits>>,
@@ -435,7 +476,8 @@ fn parse_completion<'py>(
     let mode = parse_mode(mode)?;
     let role = parse_role(role)?;
     let limits: Limits = limits.map(|l| l.inner).unwrap_or_default();
-    let ranks = ids.iter().map(|&i| to_rank(i, mode)).collect::<PyResult<Vec<Rank>>>()?;
+    let mut ranks = Vec::new();
+    extract_ids(ids, mode, &mut ranks)?;
     let ms = run(py, ranks.len() > RELEASE_GIL_ABOVE, || {
         parser::parse_completion(&ranks, role, mode, limits)
     })?;
