@@ -3,6 +3,7 @@
     .venv/bin/python benches/bench.py            # every workload, medians and ratios
     .venv/bin/python benches/bench.py --quick    # fewer repetitions
     .venv/bin/python benches/bench.py --only encode
+    .venv/bin/python benches/bench.py --only e2e     # llama.cpp end to end (benches/bench_e2e.py)
 
 Each workload runs the same inputs through the same openai_harmony-compatible calls of both
 libraries (the reference reads its vocabulary from a temp folder filled with our embedded,
@@ -290,7 +291,7 @@ def bench_parse(ref, ours, eref, eours, repeat: int) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--only", choices=["process", "render", "encode", "parse"], action="append", help="run only these groups")
+    ap.add_argument("--only", choices=["process", "render", "encode", "parse", "e2e"], action="append", help="run only these groups")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     repeat = 5 if args.quick else 15
@@ -311,7 +312,7 @@ def main(argv=None) -> int:
     eref = ref.load_harmony_encoding(ref.HarmonyEncodingName.HARMONY_GPT_OSS)
     eours = ours.load_harmony_encoding(ours.HarmonyEncodingName.HARMONY_GPT_OSS)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
-    groups = args.only or ["process", "render", "encode", "parse"]
+    groups = args.only or ["process", "render", "encode", "parse", "e2e"]
     if "process" in groups:
         bench_process(env_ref, repeat)
     if "render" in groups:
@@ -320,6 +321,11 @@ def main(argv=None) -> int:
         bench_encode(eref, eours, tk, repeat)
     if "parse" in groups:
         bench_parse(ref, ours, eref, eours, repeat)
+    if "e2e" in groups:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_e2e
+
+        bench_e2e.run(repeat=max(3, repeat // 2), record_fn=record, enc=eours)
     missed = [r["workload"] for r in RESULTS if not r["ok"]]
     print(f"\n{len(RESULTS) - len(missed)} of {len(RESULTS)} targets met" + (f"; missed: {', '.join(missed)}" if missed else ""))
     if args.json:

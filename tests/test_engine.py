@@ -103,7 +103,8 @@ def test_analysis_then_final(engine, enc):
                                  "reasoning": "User asks for a greeting. Say hello."}
     assert choice["finish_reason"] == "stop"
     n = len(enc.encode(ANSWER, allowed_special="all"))
-    assert full["usage"]["completion_tokens"] == n - 1  # the final <|return|> is not counted
+    assert full["usage"]["completion_tokens"] == n  # the final <|return|> is counted, as OpenAI does
+    assert full["usage"]["total_tokens"] == full["usage"]["prompt_tokens"] + n
     assert full["usage"]["prompt_tokens"] == len(engine.last_prompt_ids)
     assert engine.last_completion_ids == enc.encode(ANSWER, allowed_special="all")
     msg, finish = concat(chunks)
@@ -137,6 +138,8 @@ def test_tool_call(engine, enc):
     tool_deltas = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", [])]
     assert len(tool_deltas) > 2 and all(tc["index"] == 0 for tc in tool_deltas)
     assert streamed["reasoning_content"] == "Need to use function get_weather."
+    # every sampled id is counted, the final <|call|> included
+    assert full["usage"]["completion_tokens"] == len(enc.encode(TOOL_CALL, allowed_special="all"))
 
 
 @pytest.mark.parametrize("text", [
@@ -189,6 +192,200 @@ def test_tool_result_turn_reuses_kv_cache(engine, enc, llm):
     engine.create_chat_completion(third_msgs, tools=[WEATHER], max_tokens=3,
                                   logits_processor=forced(enc, "<|channel|>final<|message|>Bye<|return|>"))
     assert "Need to use function" not in enc.decode(engine.last_prompt_ids)
+
+
+# ------------------------------------------------------------------------------- (3b) prompt splicing
+
+TOOL_CALL_2 = ("<|channel|>analysis<|message|>Paris done. Now Lyon.<|end|>"
+               "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+               '<|message|>{"city":"Lyon"}<|call|>')
+MODEL_HEADER = ("<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>")
+TAIL = [200006, 173781]  # <|start|>assistant
+
+
+def _messages(enc, ids):
+    """The messages of a prompt (without its trailing <|start|>assistant), strictly parsed."""
+    assert ids[-2:] == TAIL
+    return [m.to_dict() for m in enc.parse_messages_from_completion_tokens(ids[:-2], None, strict=True)]
+
+
+def _reply(completion):
+    msg = completion["choices"][0]["message"]
+    out = {"role": "assistant", "content": msg["content"], "reasoning_content": msg["reasoning_content"]}
+    if msg.get("tool_calls"):
+        out["tool_calls"] = msg["tool_calls"]
+    return out
+
+
+def _result(completion, text):
+    return {"role": "tool", "tool_call_id": completion["choices"][0]["message"]["tool_calls"][0]["id"],
+            "content": text}
+
+
+def test_tool_chain_splices_generated_ids(llm, enc):
+    eng = HarmonyEngine(llm, encoding=enc)
+    first = eng.create_chat_completion(USER, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL))
+    p1, g1 = list(eng.last_prompt_ids), list(eng.last_completion_ids)
+    assert g1[-1] == 200012 and llm.n_tokens == len(p1) + len(g1) - 1  # <|call|> is never evaluated
+    history = USER + [_reply(first), _result(first, '{"temperature": 21}')]
+    second = eng.create_chat_completion(history, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL_2))
+    p2, g2 = list(eng.last_prompt_ids), list(eng.last_completion_ids)
+    # the tool-result turn's prompt is the previous prompt + the ids the model wrote (tool call
+    # header in the model's order, <|call|> kept) + the tool result: the whole KV cache is reused
+    assert p2[:len(p1) + len(g1)] == p1 + g1
+    assert eng.last_reused_tokens == len(p1) + len(g1) - 1
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == eng.last_reused_tokens
+    assert eng.last_spliced_tokens == len(g1)
+    assert MODEL_HEADER in enc.decode(p2)
+    # ... and it is the same Harmony history as the canonical render, message for message
+    canonical = eng.render(history, tools=[WEATHER])
+    assert canonical != p2 and "assistant to=functions.get_weather<|channel|>" in enc.decode(canonical)
+    assert _messages(enc, p2) == _messages(enc, canonical)
+    assert second["usage"]["prompt_tokens"] == len(p2)
+
+    # the next link of the chain splices the second call too (and keeps the first)
+    history2 = history + [_reply(second), _result(second, '{"temperature": 18}')]
+    final = "<|channel|>final<|message|>Paris 21, Lyon 18.<|return|>"
+    eng.create_chat_completion(history2, tools=[WEATHER], logits_processor=forced(enc, final))
+    p3 = list(eng.last_prompt_ids)
+    assert p3[:len(p2) + len(g2)] == p2 + g2
+    assert eng.last_reused_tokens == len(p2) + len(g2) - 1
+    assert eng.last_spliced_tokens == len(g1) + len(g2)
+    assert _messages(enc, p3) == _messages(enc, eng.render(history2, tools=[WEATHER]))
+
+    # a new user turn: the spec policy drops the chain's reasoning -> the canonical render
+    history3 = history2 + [{"role": "assistant", "content": "Paris 21, Lyon 18."},
+                           {"role": "user", "content": "Thanks"}]
+    eng.create_chat_completion(history3, tools=[WEATHER], max_tokens=2)
+    assert eng.last_prompt_ids == eng.render(history3, tools=[WEATHER]) and eng.last_spliced_tokens == 0
+    assert "Paris done" not in enc.decode(eng.last_prompt_ids)
+
+
+def test_splicing_only_for_an_unchanged_history(llm, enc):
+    eng = HarmonyEngine(llm, encoding=enc)
+    first = eng.create_chat_completion(USER, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL))
+    reply, result = _reply(first), _result(first, "sunny")
+    cases = {
+        "reasoning left out": dict(reply, reasoning_content=None),
+        "arguments edited": dict(reply, tool_calls=[{**reply["tool_calls"][0], "function": {
+            "name": "get_weather", "arguments": '{"city": "Paris"}'}}]),
+        "content added": dict(reply, content="Let me check."),
+    }
+    for label, changed in cases.items():
+        eng.create_chat_completion(USER, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL))
+        history = USER + [changed, result]
+        eng.create_chat_completion(history, tools=[WEATHER], max_tokens=1)
+        assert eng.last_prompt_ids == eng.render(history, tools=[WEATHER]), label
+        assert eng.last_spliced_tokens == 0, label
+    # other tools or settings: canonical render
+    eng.create_chat_completion(USER, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL))
+    history = USER + [reply, result]
+    eng.create_chat_completion(history, tools=[WEATHER], reasoning_effort="high", max_tokens=1)
+    assert eng.last_prompt_ids == eng.render(history, tools=[WEATHER], reasoning_effort="high")
+    # the same request again (a retry) gets the same prompt as the first time
+    eng.create_chat_completion(USER, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL))
+    eng.create_chat_completion(history, tools=[WEATHER], max_tokens=1)
+    spliced = list(eng.last_prompt_ids)
+    assert spliced != eng.render(history, tools=[WEATHER])
+    eng.create_chat_completion(history, tools=[WEATHER], max_tokens=1)
+    assert eng.last_prompt_ids == spliced
+    # switched off: always the canonical render
+    off = HarmonyEngine(llm, encoding=enc, reuse_generated_ids=False)
+    off.create_chat_completion(USER, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL))
+    off.create_chat_completion(history, tools=[WEATHER], max_tokens=1)
+    assert off.last_prompt_ids == off.render(history, tools=[WEATHER])
+
+
+@pytest.mark.parametrize("text", [
+    # the model's content type differs from the history's (<|constrain|>json): the re-render differs
+    '<|channel|>commentary to=functions.get_weather json<|message|>{"city":"Paris"}<|call|>',
+    # a call from the analysis channel: history puts it on commentary
+    '<|channel|>analysis to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>',
+    # a special token inside a body is never replayed
+    '<|channel|>analysis<|message|>odd <|channel|> text<|end|><|start|>assistant<|channel|>commentary '
+    'to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>',
+    # two reasoning messages (history joins them into one)
+    '<|channel|>analysis<|message|>One.<|end|><|start|>assistant<|channel|>analysis<|message|>Two.<|end|>'
+    '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{}<|call|>',
+])
+def test_no_splice_when_the_output_is_not_its_history(llm, enc, text):
+    eng = HarmonyEngine(llm, encoding=enc)
+    first = eng.create_chat_completion(USER, tools=[WEATHER], logits_processor=forced(enc, text))
+    history = USER + [_reply(first), _result(first, "sunny")]
+    eng.create_chat_completion(history, tools=[WEATHER], max_tokens=1)
+    assert eng.last_prompt_ids == eng.render(history, tools=[WEATHER])
+    assert eng.last_spliced_tokens == 0
+
+
+def test_keep_policy_splices_a_final_answer_with_end(llm, enc):
+    eng = HarmonyEngine(llm, encoding=enc, cot_policy="keep")
+    first = eng.create_chat_completion(USER, logits_processor=forced(enc, ANSWER))
+    p1, g1 = list(eng.last_prompt_ids), list(eng.last_completion_ids)
+    assert g1[-1] == 200002
+    history = USER + [_reply(first), {"role": "user", "content": "And tomorrow?"}]
+    eng.create_chat_completion(history, max_tokens=1)
+    p2 = eng.last_prompt_ids
+    # history never holds <|return|>: the final message ends with <|end|> (same ids otherwise)
+    assert p2[:len(p1) + len(g1)] == p1 + g1[:-1] + [200007]
+    assert eng.last_reused_tokens == len(p1) + len(g1) - 1
+    assert _messages(enc, p2) == _messages(enc, eng.render(history))
+    # a stop string cut the reply: its text is not what the model wrote -> canonical render
+    cut = eng.create_chat_completion(USER, stop=["friend"], logits_processor=forced(enc, ANSWER))
+    history = USER + [_reply(cut), {"role": "user", "content": "And tomorrow?"}]
+    eng.create_chat_completion(history, max_tokens=1)
+    assert eng.last_prompt_ids == eng.render(history) and eng.last_spliced_tokens == 0
+
+
+# ------------------------------------------------------------------------------- llama.cpp's log
+
+QUIET_SCRIPT = r"""
+import sys
+from llama_harmony.engine import HarmonyEngine
+eng = HarmonyEngine.from_path(sys.argv[1], n_ctx=256, n_batch=64, n_threads=1)
+prompt = eng.render([{"role": "user", "content": "hi " * 200}])
+try:  # run past the context on purpose: llama.cpp warns "failed to find a memory slot"
+    for i, _ in enumerate(eng.llama.generate(prompt, temp=0.0)):
+        if i > 300:
+            break
+except RuntimeError:
+    pass
+from llama_cpp import Llama
+Llama(sys.argv[1], n_ctx=256, n_batch=64, n_threads=1, verbose=False).close()
+sys.stdout.write("done")
+"""
+
+
+def test_llama_cpp_is_quiet_when_not_verbose(tiny_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", QUIET_SCRIPT, str(tiny_path)], capture_output=True, timeout=120)
+    assert out.stdout == b"done" and out.returncode == 0, out.stderr.decode(errors="replace")
+    assert out.stderr == b""  # file-descriptor level: nothing from llama.cpp or llama-cpp-python
+    loud = subprocess.run([sys.executable, "-c", "import sys\nfrom llama_harmony.engine import HarmonyEngine\n"
+                           "HarmonyEngine.from_path(sys.argv[1], n_ctx=256, n_threads=1, verbose=True)",
+                           str(tiny_path)], capture_output=True, timeout=120)
+    assert loud.returncode == 0 and b"llama_kv_cache_iswa: using full-size SWA cache" in loud.stderr
+
+
+def test_log_filter_levels(capsys):
+    import logging
+
+    from llama_harmony import engine as engine_mod
+
+    logger = logging.getLogger("llama-cpp-python")
+    saved = logger.level
+    try:
+        logger.setLevel(logging.ERROR)  # what llama-cpp-python's verbose=False sets
+        for level, text in [(1, b"debug\n"), (2, b"info\n"), (3, b"warn\n"), (5, b"warn cont\n"),
+                            (4, b"error: "), (5, b"continued\n"), (2, b"info again\n")]:
+            engine_mod._llama_log(level, text, None)
+        assert capsys.readouterr().err == "error: continued\n"
+        logger.setLevel(logging.DEBUG)  # verbose=True: everything
+        engine_mod._llama_log(2, b"info\n", None)
+        assert capsys.readouterr().err == "info\n"
+    finally:
+        logger.setLevel(saved)
 
 
 # ------------------------------------------------------------------------------- (4) length
@@ -280,7 +477,7 @@ def test_usage_in_stream(engine, enc):
                                                 stream_options={"include_usage": True}, model="tiny"))
     assert all(c["model"] == "tiny" for c in chunks)
     last = chunks[-1]
-    assert last["choices"] == [] and last["usage"]["completion_tokens"] == len(enc.encode(ANSWER, allowed_special="all")) - 1
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == len(enc.encode(ANSWER, allowed_special="all"))
     assert last["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
     assert all(c["usage"] is None for c in chunks[:-1])
 

@@ -522,8 +522,10 @@ MALFORMED = [
     ("<|channel|>final<|channel|>final<|message|>Twice.<|return|>", ["Twice."]),
     ("<|channel|>final<|message|>Cut in the mid", ["Cut in the mid"]),
     # special tokens inside a body (here a missing <|end|>): dropped, the words around them kept
+    # (whether "assistant"/"final" stay text or become the header of a new message is the
+    # parser's repair policy: a <|start|> in a body may end the message)
     ("<|channel|>final<|message|>A<|reserved_200013|>B<|start|>assistant<|channel|>final<|message|>C<|return|>",
-     ["AB", "assistant", "final", "C"]),
+     ["AB", "C"]),
 ]
 
 

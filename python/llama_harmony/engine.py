@@ -33,12 +33,60 @@ Generation
 * KV cache: every request passes the full id list to ``Llama.generate``, whose prefix match
   re-evaluates only the new suffix. :attr:`HarmonyEngine.last_reused_tokens` (and
   ``usage.prompt_tokens_details.cached_tokens``) report how many prompt tokens were kept.
+* Prompt splicing (``HarmonyEngine(..., reuse_generated_ids=True)``, the default): the model
+  writes a tool-call header as ``<|start|>assistant<|channel|>commentary to=functions.X
+  <|constrain|>json<|message|>``, the renderer (like openai-harmony) renders history as
+  ``<|start|>assistant to=functions.X<|channel|>commentary ...``, so a plain re-render would
+  stop llama.cpp's prefix match at the first tool call of a chain. The engine therefore
+  remembers its last request (the prompt as rendered, the prompt as evaluated, the ids
+  sampled) and, when the next request's canonical render is that prompt followed by exactly
+  the messages the model wrote, puts the model's own ids there instead of their re-render:
+  ``previous prompt + sampled ids + rest of the new render``. The sampled ids end with the
+  terminator history uses: ``<|call|>`` stays, ``<|return|>`` becomes ``<|end|>`` (the
+  ``<|return|>``/``<|call|>`` token itself was never evaluated, so nothing is lost). The rule
+  keeps the prompt a correct Harmony history, message for message: the splice is made only
+  when (a) the new render starts with the previous render (same system, developer, tools and
+  earlier messages), (b) the sampled ids parse in strict mode (``<|start|>assistant`` +
+  sampled ids) to messages whose canonical render comes next in the new render, token for
+  token (same author, channel, recipient, content type, body text and terminator: a reply
+  sent back without its reasoning, with edited arguments, cut by a stop string, or dropped by
+  the chain-of-thought policy is not spliced), and (c) the special tokens of the sampled ids
+  are exactly the structural ones of that render (a special token the model wrote inside a
+  body is never replayed). The spliced messages then differ from the canonical render only
+  in header order (recipient after the channel, as the model writes it and as both gpt-oss
+  and llama_harmony's parser accept) and possibly in how the model split body text into
+  tokens. Otherwise the prompt is the canonical render (earlier splices of a chain are kept
+  as long as (a) holds). With the ``spec`` chain-of-thought policy a new user message drops
+  the completed turn's analysis, so splicing only happens inside a tool-call chain (or for
+  a turn without reasoning); the ``keep`` policy splices every turn.
+  :attr:`HarmonyEngine.last_spliced_tokens` counts the prompt ids copied from earlier
+  generations; :meth:`HarmonyEngine.render` always returns the canonical render.
+* ``usage.completion_tokens`` counts every sampled id, the final ``<|call|>``/``<|return|>``
+  included (as OpenAI does); ``max_tokens`` bounds the same count.
 * One request at a time per engine (a ``threading.Lock``; a stream holds it until it is
   exhausted or closed). Starting a second request in the thread that is still iterating a
   stream raises ``RuntimeError`` instead of deadlocking.
 * ``seed``: given -> ``Llama.set_seed(seed)`` before sampling; otherwise the Llama's seed is
   left as it is (the default seed samples randomly).
 * ``logprobs`` are not supported (``logprobs: null``).
+
+llama.cpp's log
+---------------
+llama-cpp-python 0.3.36 maps llama.cpp's log levels with a table that predates ggml's
+renumbering (``DEBUG=1, INFO=2, WARN=3, ERROR=4``), so with ``verbose=False`` it prints every
+WARN line (``llama_kv_cache_iswa: using full-size SWA cache ...``, ``decode: failed to find a
+memory slot ...``, ``load: setting token ... attribute``) and hides the real errors.
+:func:`install_llama_log_filter` (called by :class:`HarmonyEngine`, :meth:`HarmonyEngine.from_path`,
+:class:`HarmonyChatHandler` and :func:`register_chat_format`) replaces llama-cpp-python's
+process-wide log callback (also at import of this module when ``llama_cpp`` is already
+imported; construct the engine or handler, or call the function, before loading a ``Llama``
+to silence the load too) with one that reads the levels correctly and follows the same
+switch (llama-cpp-python's ``verbose``, i.e. the level of the ``llama-cpp-python`` logger,
+set by the most recently constructed ``Llama``): ``verbose=True`` prints every line to
+stderr as before; ``verbose=False`` drops everything except ERROR lines (and their
+continuation lines), which still reach stderr: they explain failures (a model llama.cpp
+refuses) that the Python exception does not. The failed-slot warning is handled by the
+engine (``finish_reason "length"``), so it is not an error.
 
 Constrained decoding (opt-in: ``HarmonyEngine(..., constrained=True)``)
 -----------------------------------------------------------------------
@@ -62,7 +110,9 @@ rejects makes llama.cpp abort the process; do not combine token-forcing processo
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -94,11 +144,16 @@ __all__ = [
     "HarmonyChatHandler",
     "register_chat_format",
     "CHAT_FORMAT_NAME",
+    "install_llama_log_filter",
 ]
 
 #: End-of-generation ids of gpt-oss in llama.cpp: <|endoftext|>, <|return|>, <|call|>.
 EOG_IDS = frozenset({199999, 200002, 200012})
 MESSAGE_ID = 200008
+START_ID = 200006
+END_ID = 200007
+CALL_ID = 200012
+RETURN_ID = 200002
 FIRST_SPECIAL_ID = 199998
 CHAT_FORMAT_NAME = "gpt-oss-harmony"
 
@@ -137,8 +192,62 @@ class _Run:
 
     @property
     def completion_tokens(self) -> int:
-        n = len(self.generated)
-        return n - 1 if self.eog is not None else n
+        """Every sampled id, the end-of-generation id included (OpenAI counts it too)."""
+        return len(self.generated)
+
+
+@dataclass
+class _Exchange:
+    """The last chat request of an engine, for prompt splicing (see the module docstring)."""
+
+    normal: List[int]  # the prompt as llama_harmony renders it
+    actual: List[int]  # the prompt evaluated (``normal`` with earlier generations spliced in)
+    spliced: int = 0  # ids of ``actual`` copied from earlier generations
+    generated: Optional[List[int]] = None  # sampled ids, set when they ended on <|call|>/<|return|>
+    span: Any = None  # cached (model ids, canonical ids) of ``generated``, or False
+
+
+# =================================================================================================
+# llama.cpp's log
+# =================================================================================================
+
+#: ggml_log_level -> logging level (ggml: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5).
+_GGML_LEVELS = {0: 20, 1: 10, 2: 20, 3: 30, 4: 40}
+_log_state: Dict[str, Any] = {"callback": None, "last": 20}
+_LLAMA_CPP_LOGGER = logging.getLogger("llama-cpp-python")
+_log_lock = threading.Lock()
+
+
+def _llama_log(level: int, text: Optional[bytes], user_data: Any) -> None:
+    """The log callback: print a line when its level reaches llama-cpp-python's logger level."""
+    try:
+        if level == 5:  # GGML_LOG_LEVEL_CONT: the level of the line it continues
+            py_level = _log_state["last"]
+        else:
+            py_level = _log_state["last"] = _GGML_LEVELS.get(int(level), 20)
+        threshold = _LLAMA_CPP_LOGGER.level or logging.ERROR
+        if text and py_level >= threshold:
+            print(text.decode("utf-8", "replace"), end="", flush=True, file=sys.stderr)
+    except BaseException:  # pragma: no cover - never raise into C (e.g. at interpreter shutdown)
+        pass
+
+
+def install_llama_log_filter() -> None:
+    """Install the log callback described in the module docstring (once per process; the
+    ctypes callback object is kept alive for the life of the process)."""
+    if _log_state["callback"] is not None:
+        return
+    with _log_lock:
+        if _log_state["callback"] is not None:
+            return
+        import ctypes
+
+        import llama_cpp
+        import llama_cpp.llama  # noqa: F401  (imports llama_cpp._logger, which sets its own callback first)
+
+        cb = llama_cpp.llama_log_callback(_llama_log)
+        llama_cpp.llama_log_set(cb, ctypes.c_void_p(0))
+        _log_state["callback"] = cb
 
 
 def _sampling_kwargs(temperature: float, top_p: float, top_k: int, min_p: float, repeat_penalty: float,
@@ -208,6 +317,13 @@ class _EngineLock:
             self._lock.release()
 
 
+if "llama_cpp" in sys.modules:  # installing needs llama_cpp: done now if it is loaded, else on first use
+    try:
+        install_llama_log_filter()
+    except Exception:  # pragma: no cover
+        pass
+
+
 class HarmonyEngine:
     """OpenAI-style chat completions for a gpt-oss ``llama_cpp.Llama``.
 
@@ -217,10 +333,17 @@ class HarmonyEngine:
         ``"reference"`` or ``"keep"`` (see :mod:`llama_harmony.openai_format`).
     :param constrained: grammar-constrain tool-call arguments and ``response_format``
         bodies (see the module docstring).
+    :param reuse_generated_ids: splice the model's own ids into the next prompt when the
+        request continues the last one (see "Prompt splicing" in the module docstring).
     """
 
-    def __init__(self, llama: Any, *, encoding: Any = None, cot_policy: str = "spec", constrained: bool = False):
+    def __init__(self, llama: Any, *, encoding: Any = None, cot_policy: str = "spec", constrained: bool = False,
+                 reuse_generated_ids: bool = True):
         render_config(cot_policy)  # validates
+        try:
+            install_llama_log_filter()
+        except Exception:  # pragma: no cover - a stand-in llama without llama_cpp
+            pass
         self.llama = llama
         self.encoding = encoding if encoding is not None else load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
         self.cot_policy = cot_policy
@@ -237,13 +360,19 @@ class HarmonyEngine:
         self.last_completion_ids: List[int] = []
         #: Constraints applied by the last request (e.g. ``["tool:get_weather"]``).
         self.last_constraints: List[str] = []
+        #: Prompt ids of the last chat request copied from earlier generations (prompt splicing).
+        self.last_spliced_tokens = 0
+        self.reuse_generated_ids = bool(reuse_generated_ids)
+        self._exchange: Optional[_Exchange] = None
+        self._turn_tail = [START_ID] + [int(t) for t in self.encoding.encode_ordinary("assistant")]
 
     # -- loading ---------------------------------------------------------------------------------
 
     @classmethod
     def from_path(cls, model_path: Union[str, os.PathLike], *, n_ctx: int = 8192, n_threads: Optional[int] = None,
                   seed: Optional[int] = None, verbose: bool = False, encoding: Any = None,
-                  cot_policy: str = "spec", constrained: bool = False, **llama_kwargs: Any) -> "HarmonyEngine":
+                  cot_policy: str = "spec", constrained: bool = False, reuse_generated_ids: bool = True,
+                  **llama_kwargs: Any) -> "HarmonyEngine":
         """Load a gpt-oss GGUF with llama-cpp-python (``swa_full`` left at its default).
 
         Raises :class:`ModelNotFoundError` for a missing file and :class:`ModelError` when
@@ -256,6 +385,7 @@ class HarmonyEngine:
             raise ModelError(f"model path is not a file: {str(path)!r}")
         from llama_cpp import Llama
 
+        install_llama_log_filter()
         kwargs = dict(llama_kwargs)
         kwargs.setdefault("n_ctx", n_ctx)
         if n_threads is not None:
@@ -274,7 +404,8 @@ class HarmonyEngine:
                 pass
             raise ModelError(f"{str(path)!r} is a {arch!r} model, not gpt-oss (general.architecture); "
                              f"llama-harmony only drives gpt-oss models")
-        return cls(llm, encoding=encoding, cot_policy=cot_policy, constrained=constrained)
+        return cls(llm, encoding=encoding, cot_policy=cot_policy, constrained=constrained,
+                   reuse_generated_ids=reuse_generated_ids)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -290,6 +421,52 @@ class HarmonyEngine:
                                          cot_policy=self.cot_policy, **convert_kwargs)
         return self.encoding.render_conversation_for_completion(convo, Role.ASSISTANT, render_config(self.cot_policy),
                                                                 limits=convert_kwargs.get("limits"))
+
+    # -- prompt splicing (see the module docstring) -----------------------------------------------
+
+    def _generated_span(self, ex: _Exchange) -> Any:
+        """``(model ids, canonical ids)`` of the messages ``ex.generated`` holds, both starting
+        with ``<|start|>assistant`` and ending with the history terminator, or False when those
+        ids are not a clean Harmony history (malformed, special tokens in a body...)."""
+        if ex.span is None:
+            ex.span = False
+            gen = ex.generated
+            if gen and gen[-1] in (CALL_ID, RETURN_ID):
+                model = self._turn_tail + gen[:-1] + [CALL_ID if gen[-1] == CALL_ID else END_ID]
+                try:
+                    msgs = self.encoding.parse_messages_from_completion_tokens(model, None, strict=True)
+                    canon: List[int] = []
+                    for m in msgs:
+                        canon += self.encoding.render(m)
+                except Exception:
+                    return ex.span
+                if msgs and ([t for t in model if t >= FIRST_SPECIAL_ID]
+                             == [t for t in canon if t >= FIRST_SPECIAL_ID]):
+                    ex.span = (model, canon)
+        return ex.span
+
+    def _splice(self, normal: List[int]) -> "tuple[List[int], int]":
+        """The prompt to evaluate for the canonical render ``normal``, and how many of its ids
+        come from earlier generations."""
+        ex = self._exchange
+        tail = self._turn_tail
+        nt = len(tail)
+        if (ex is None or not self.reuse_generated_ids or ex.normal[-nt:] != tail or ex.actual[-nt:] != tail
+                or normal[-nt:] != tail):
+            return normal, 0
+        nb = len(ex.normal) - nt
+        if len(normal) < len(ex.normal) or normal[:nb] != ex.normal[:nb]:
+            return normal, 0
+        base = ex.actual[:-nt]
+        rest = normal[nb:]
+        span = self._generated_span(ex)
+        if span:
+            model, canon = span
+            if len(rest) >= len(canon) + nt and rest[:len(canon)] == canon:
+                return base + model + rest[len(canon):], ex.spliced + len(model) - nt
+        if ex.spliced == 0:
+            return normal, 0
+        return base + rest, ex.spliced
 
     def _new_parser(self, role: Any = Role.ASSISTANT) -> Any:
         """llama_harmony's lenient streaming parser (never raises on model output)."""
@@ -448,8 +625,9 @@ class HarmonyEngine:
         :class:`~llama_harmony.LimitExceeded`) are raised at call time, also when streaming.
         """
         convert = {k: ignored[k] for k in ("model_identity", "conversation_start_date", "limits") if k in ignored}
-        prompt_ids = self.render(messages, tools=tools, tool_choice=tool_choice, reasoning_effort=reasoning_effort,
+        normal_ids = self.render(messages, tools=tools, tool_choice=tool_choice, reasoning_effort=reasoning_effort,
                                  response_format=response_format, **convert)
+        prompt_ids, spliced = self._splice(normal_ids)
         self._check_prompt(prompt_ids)
         run = _Run(prompt_tokens=len(prompt_ids), max_tokens=self._max_tokens(len(prompt_ids), max_tokens))
         sampling = _sampling_kwargs(temperature, top_p, top_k, min_p, repeat_penalty, ignored)
@@ -461,8 +639,9 @@ class HarmonyEngine:
         include_usage = bool(stream_options and stream_options.get("include_usage"))
         cs = ChunkStream(model=model or self.model_name, id=new_completion_id(), created=int(time.time()),
                          include_usage=include_usage, stop=stop)
+        exchange = _Exchange(normal=normal_ids, actual=prompt_ids, spliced=spliced)
         body = self._chunks(prompt_ids, run, cs, sampling=sampling, procs=procs, grammar=grammar, seed=seed,
-                            schemas=schemas, response_schema=rf[1] if rf else None)
+                            schemas=schemas, response_schema=rf[1] if rf else None, exchange=exchange)
         if stream:
             return body
         for _ in body:
@@ -471,10 +650,13 @@ class HarmonyEngine:
 
     def _chunks(self, prompt_ids: List[int], run: _Run, cs: ChunkStream, *, sampling: Dict[str, Any], procs: List[Any],
                 grammar: Any, seed: Optional[int], schemas: Dict[str, Optional[dict]],
-                response_schema: Optional[dict]) -> Iterator[Dict[str, Any]]:
+                response_schema: Optional[dict], exchange: Optional[_Exchange] = None) -> Iterator[Dict[str, Any]]:
         with self._lock.hold():
             if seed is not None:
                 self.llama.set_seed(int(seed))
+            if exchange is not None:
+                self._exchange = exchange
+                self.last_spliced_tokens = exchange.spliced
             self.last_prompt_ids = list(prompt_ids)
             self.last_reused_tokens = reused = self._predict_reuse(prompt_ids)
             self.last_completion_ids = run.generated
@@ -518,6 +700,8 @@ class HarmonyEngine:
                     break
             for chunk in cs.feed(tracker.process_eos(length=run.truncated and not cs.stopped)):
                 yield chunk
+            if exchange is not None and run.eog in (CALL_ID, RETURN_ID) and not cs.stopped:
+                exchange.generated = list(run.generated)
             finish = "length" if (run.truncated and not cs.stopped) else None
             usage = dict(prompt_tokens=run.prompt_tokens, completion_tokens=run.completion_tokens,
                          cached_tokens=reused, reasoning_tokens=reasoning_tokens)
@@ -549,6 +733,10 @@ class HarmonyChatHandler:
                  encoding: Any = None, model_identity: Optional[str] = None,
                  conversation_start_date: Optional[str] = None):
         render_config(cot_policy)
+        try:
+            install_llama_log_filter()
+        except Exception:  # pragma: no cover
+            pass
         self.reasoning_effort = reasoning_effort
         self.cot_policy = cot_policy
         self.constrained = constrained
