@@ -273,6 +273,18 @@ class HarmonyHTTPServer(ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (reset, broken pipe, timeout) is routine: count it, no
+        traceback. Anything else is printed as socketserver does."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            with self._stats_lock:
+                self.disconnects += 1
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host = self.server_address[0]
