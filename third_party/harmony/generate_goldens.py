@@ -31,7 +31,8 @@ from pathlib import Path
 VOCAB_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 VOCAB_NAME = "o200k_base.tiktoken"
 HERE = Path(__file__).resolve().parent
-DEFAULT_VOCAB = Path("/work/shared/vocab") / VOCAB_NAME
+# the verified copy in ../shared/vocab beside the repository
+DEFAULT_VOCAB = HERE.parents[2] / "shared" / "vocab" / VOCAB_NAME
 DEFAULT_OUT = HERE / "goldens"
 MAX_FILE_BYTES = 1_400_000  # keep every file < 1.5 MB
 
