@@ -53,16 +53,48 @@ def vocab_dir() -> str:
 
 
 def median_time(fn: Callable[[], object], repeat: int, min_time: float = 0.0) -> float:
+    """Median wall time of ``fn`` over ``repeat`` calls, with the garbage collector paused
+    while timing (as ``timeit`` does, for both libraries alike)."""
+    import gc
+
     fn()  # warm-up
     times = []
-    t_end = time.perf_counter() + min_time
-    while len(times) < repeat or time.perf_counter() < t_end:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if len(times) >= repeat * 20:
-            break
+    gc.collect()
+    gc.disable()
+    try:
+        t_end = time.perf_counter() + min_time
+        while len(times) < repeat or time.perf_counter() < t_end:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+            if len(times) >= repeat * 20:
+                break
+    finally:
+        gc.enable()
     return statistics.median(times)
+
+
+def paired_times(f_ref: Callable[[], object], f_ours: Callable[[], object], repeat: int) -> "tuple[float, float]":
+    """Medians of the two functions timed alternately (ref, ours, ref, ours, ...), so that
+    drift in the machine's state (the other core, caches, the allocator) hits both alike."""
+    import gc
+
+    f_ref()
+    f_ours()
+    a, b = [], []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            t = time.perf_counter()
+            f_ref()
+            a.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            f_ours()
+            b.append(time.perf_counter() - t)
+    finally:
+        gc.enable()
+    return statistics.median(a), statistics.median(b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,14 +293,14 @@ def bench_parse(ref, ours, eref, eours, repeat: int) -> None:
                 p.last_content_delta
         return run
 
-    record("streaming parse, process + last_content_delta per token (2k)", median_time(stream(ref, eref), repeat), median_time(stream(ours, eours), repeat), 5)
+    record("streaming parse, process + last_content_delta per token (2k)", *paired_times(stream(ref, eref), stream(ours, eours), repeat), 5)
     if hasattr(ours.StreamableParser, "feed"):
         def batch():
             p = ours.StreamableParser(eours, ours.Role.ASSISTANT, strict=False)
             for i in range(0, len(toks), 16):
                 p.feed(toks[i:i + 16])
             p.finish()
-        record("the same stream through the batch event API (16-token chunks)", median_time(stream(ref, eref), repeat), median_time(batch, repeat), 30)
+        record("the same stream through the batch event API (16-token chunks)", *paired_times(stream(ref, eref), batch, repeat), 30)
     header = eours.encode("assistant to=functions.some_long_tool_name " * 1, allowed_special="all")
     head_stream = []
     for _ in range(200):
@@ -281,11 +313,11 @@ def bench_parse(ref, ours, eref, eours, repeat: int) -> None:
                 p.process(t)
         return run
 
-    record(f"header-heavy stream ({len(head_stream)} tokens)", median_time(headers(ref, eref), repeat), median_time(headers(ours, eours), repeat), 100)
+    record(f"header-heavy stream ({len(head_stream)} tokens)", *paired_times(headers(ref, eref), headers(ours, eours), repeat), 100)
     pr = eref.parse_messages_from_completion_tokens(toks, ref.Role.ASSISTANT, strict=False)
     po = eours.parse_messages_from_completion_tokens(toks, ours.Role.ASSISTANT, strict=False)
     assert [m.to_dict() for m in pr] == [m.to_dict() for m in po], "parse mismatch"
-    record("parse_messages_from_completion_tokens, 2k tokens", median_time(lambda: eref.parse_messages_from_completion_tokens(toks, ref.Role.ASSISTANT, strict=False), repeat), median_time(lambda: eours.parse_messages_from_completion_tokens(toks, ours.Role.ASSISTANT, strict=False), repeat), 10)
+    record("parse_messages_from_completion_tokens, 2k tokens", *paired_times(lambda: eref.parse_messages_from_completion_tokens(toks, ref.Role.ASSISTANT, strict=False), lambda: eours.parse_messages_from_completion_tokens(toks, ours.Role.ASSISTANT, strict=False), repeat), 10)
 
 
 def main(argv=None) -> int:

@@ -59,7 +59,10 @@ static RANKS_BIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_ranks.
 
 /// The o200k_harmony tokenizer. Obtain the shared instance with [`tokenizer`].
 pub struct Tokenizer {
-    offsets: Vec<u32>,
+    /// One 16-byte slot per rank, so decoding a token touches one cache line: byte 0 is the
+    /// length; a token of up to 15 bytes is stored inline in bytes 1..16, a longer one
+    /// (length byte 0xFF) as a u32 offset and u32 length into `blob`.
+    slots: Vec<[u8; 16]>,
     blob: &'static [u8],
     encoder: FxHashMap<&'static [u8], Rank>,
     special_names: Vec<String>,
@@ -96,18 +99,27 @@ impl Tokenizer {
         assert_eq!(n, N_BASE, "embedded rank table is corrupt");
         let lens = &RANKS_BIN[4..4 + 2 * n as usize];
         let blob: &'static [u8] = &RANKS_BIN[4 + 2 * n as usize..];
-        let mut offsets = Vec::with_capacity(n as usize + 1);
+        let mut slots: Vec<[u8; 16]> = Vec::with_capacity(n as usize);
         let mut encoder =
             FxHashMap::with_capacity_and_hasher(n as usize, Default::default());
         let mut pos = 0u32;
         for rank in 0..n {
-            offsets.push(pos);
             let len = u16::from_le_bytes([lens[2 * rank as usize], lens[2 * rank as usize + 1]]);
             let end = pos + len as u32;
-            encoder.insert(&blob[pos as usize..end as usize], rank);
+            let bytes = &blob[pos as usize..end as usize];
+            let mut slot = [0u8; 16];
+            if bytes.len() <= 15 {
+                slot[0] = bytes.len() as u8;
+                slot[1..1 + bytes.len()].copy_from_slice(bytes);
+            } else {
+                slot[0] = 0xFF;
+                slot[1..5].copy_from_slice(&pos.to_le_bytes());
+                slot[5..9].copy_from_slice(&(len as u32).to_le_bytes());
+            }
+            slots.push(slot);
+            encoder.insert(bytes, rank);
             pos = end;
         }
-        offsets.push(pos);
         assert_eq!(pos as usize, blob.len(), "embedded rank table is corrupt");
         let special_names: Vec<String> = (N_BASE..N_VOCAB).map(special_name).collect();
         let special_ids = special_names
@@ -116,7 +128,7 @@ impl Tokenizer {
             .map(|(i, s)| (s.clone(), N_BASE + i as Rank))
             .collect();
         let regex = regex_automata::meta::Regex::new(PATTERN).expect("o200k pattern compiles");
-        Tokenizer { offsets, blob, encoder, special_names, special_ids, regex }
+        Tokenizer { slots, blob, encoder, special_names, special_ids, regex }
     }
 
     /// Number of ids (201,089).
@@ -133,9 +145,15 @@ impl Tokenizer {
     #[inline]
     pub fn token_bytes(&self, id: Rank) -> Option<&[u8]> {
         if id < N_BASE {
-            let s = self.offsets[id as usize] as usize;
-            let e = self.offsets[id as usize + 1] as usize;
-            Some(&self.blob[s..e])
+            let slot = &self.slots[id as usize];
+            let len = slot[0];
+            if len != 0xFF {
+                Some(&slot[1..1 + len as usize])
+            } else {
+                let off = u32::from_le_bytes([slot[1], slot[2], slot[3], slot[4]]) as usize;
+                let n = u32::from_le_bytes([slot[5], slot[6], slot[7], slot[8]]) as usize;
+                Some(&self.blob[off..off + n])
+            }
         } else if id < N_VOCAB {
             Some(self.special_names[(id - N_BASE) as usize].as_bytes())
         } else {
