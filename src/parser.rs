@@ -1156,6 +1156,7 @@ impl StreamParser {
     /// not one per token; see [`Event`]).
     pub fn feed_into(&mut self, ids: &[Rank], out: &mut Vec<Event>) -> Result<()> {
         self.discard_deltas = false; // (in case a panic in `process` left it set)
+        tokenizer().prefetch(ids);
         match self.mode {
             Mode::Strict | Mode::NonStrict => {
                 for &t in ids {
