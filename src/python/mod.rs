@@ -46,7 +46,17 @@ pub fn to_py_err(e: Err_) -> PyErr {
 /// Runs `f` without the GIL, turning a panic into `HarmonyError` (never an abort, never a
 /// `PanicException`).
 pub fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    let r = py.allow_threads(|| catch_unwind(AssertUnwindSafe(f)));
+    run_guarded(py, true, f)
+}
+
+/// Like [`guarded`], releasing the GIL only when `release` (short calls keep it: releasing
+/// costs more than they do).
+pub fn run_guarded<T: Send>(py: Python<'_>, release: bool, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    let r = if release {
+        py.allow_threads(|| catch_unwind(AssertUnwindSafe(f)))
+    } else {
+        catch_unwind(AssertUnwindSafe(f))
+    };
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(to_py_err(e)),

@@ -2,13 +2,12 @@
 //! `parse_completion`. Events are small native classes built directly (no JSON, no Python
 //! code per event); messages cross as plain tuples (see `message_to_tuple`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
-use super::{message_to_tuple, to_py_err, HarmonyError, PyLimits};
+use super::{message_to_tuple, run_guarded as run, HarmonyError, PyLimits};
 use crate::chat::Role;
 use crate::limits::Limits;
 use crate::parser::{self, Event, Mode, StreamParser};
@@ -231,29 +230,6 @@ fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyRes
         }
     }
     Ok(())
-}
-
-fn panic_err(p: Box<dyn std::any::Any + Send>) -> PyErr {
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into());
-    HarmonyError::new_err(format!("internal error (please report): {msg}"))
-}
-
-/// Runs `f` catching panics; releases the GIL when `release`.
-fn run<T: Send>(py: Python<'_>, release: bool, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    let r = if release {
-        py.allow_threads(|| catch_unwind(AssertUnwindSafe(f)))
-    } else {
-        catch_unwind(AssertUnwindSafe(f))
-    };
-    match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(to_py_err(e)),
-        Err(p) => Err(panic_err(p)),
-    }
 }
 
 /// The native streaming parser (`llama_harmony.StreamableParser` wraps it).
