@@ -1036,6 +1036,8 @@ pub struct StreamParser {
     tokens_dropped: u64,
     last_stop: Option<Rank>,
     scratch: Vec<Event>,
+    /// The bytes of a run of content tokens, decoded at once (see `content_run`).
+    raw: Vec<u8>,
     /// Set during [`StreamParser::process`]: its events are discarded, so no delta events
     /// are built.
     discard_deltas: bool,
@@ -1099,6 +1101,7 @@ impl StreamParser {
             tokens_dropped: 0,
             last_stop: None,
             scratch: Vec::new(),
+            raw: Vec::new(),
             discard_deltas: false,
         }
     }
@@ -1638,25 +1641,68 @@ impl StreamParser {
         let start = b.text.len();
         let mut last = self.last;
         let mut n = 0;
-        for &t in ids {
-            if t >= N_BASE {
-                break;
+        // Fast path: the bytes of up to RUN tokens are gathered and decoded at once, the
+        // last token's separately (for `last_content_delta`). Decoding a byte stream gives the
+        // same text wherever it is cut (an incomplete sequence waits for the next bytes
+        // either way), so this equals the token-by-token loop below, which it leaves to
+        // finish the run when the run might come near the cap: decoding yields at most 3
+        // bytes per byte, pending ones (<= 3) included.
+        const RUN: usize = 256;
+        let budget = (cap.saturating_sub(start) / 3).checked_sub(b.dec.pending().len() + 3);
+        if let Some(budget) = budget {
+            let raw = &mut self.raw;
+            raw.clear();
+            let mut last_off = 0;
+            for &t in &ids[..ids.len().min(RUN)] {
+                let off = raw.len();
+                if t >= N_BASE || !tk.append_ordinary(t, raw) {
+                    break;
+                }
+                if raw.len() > budget {
+                    raw.truncate(off);
+                    break;
+                }
+                last_off = off;
+                n += 1;
             }
-            let Some(bytes) = tk.token_bytes(t) else {
-                break;
-            };
-            let base = b.text.len();
-            // decoding yields at most 3 bytes (U+FFFD) per byte, pending ones (<= 3) included
-            if base + 3 * (bytes.len() + 3) > cap {
-                break;
+            if n > 0 {
+                if last_off > 0 {
+                    b.dec.push_lossy(&raw[..last_off], &mut b.text);
+                }
+                let base = b.text.len();
+                b.dec.push_lossy(&raw[last_off..], &mut b.text);
+                last = if b.text.len() > base {
+                    LastDelta::Text(base)
+                } else {
+                    LastDelta::None
+                };
             }
-            b.dec.push_lossy(bytes, &mut b.text);
-            last = if b.text.len() > base {
-                LastDelta::Text(base)
-            } else {
-                LastDelta::None
-            };
-            n += 1;
+            if raw.capacity() > 1 << 16 {
+                *raw = Vec::new();
+            }
+        }
+        if n == RUN {
+            // the caller comes back for the rest
+        } else {
+            for &t in &ids[n..] {
+                if t >= N_BASE {
+                    break;
+                }
+                let Some(bytes) = tk.token_bytes(t) else {
+                    break;
+                };
+                let base = b.text.len();
+                if base + 3 * (bytes.len() + 3) > cap {
+                    break;
+                }
+                b.dec.push_lossy(bytes, &mut b.text);
+                last = if b.text.len() > base {
+                    LastDelta::Text(base)
+                } else {
+                    LastDelta::None
+                };
+                n += 1;
+            }
         }
         if n > 0 {
             self.last = last;
@@ -3822,6 +3868,28 @@ mod tests {
                         prop_assert_eq!(&whole, &got, "{:?}", how);
                     }
                 }
+            }
+        }
+
+        #[test]
+        fn prop_long_content_runs_decode_like_single_tokens(
+            body in prop::collection::vec(prop_oneof![4 => 0u32..256, 4 => 0u32..5_000, 1 => 5_000u32..199_998, 1 => special_id()], 0..700),
+            cuts in prop::collection::vec(any::<usize>(), 0..4),
+            cap in prop::option::of(0usize..3_000)) {
+            // runs longer than the batch fast path's chunk, split UTF-8 sequences (byte
+            // tokens), invalid bytes, and caps the run may reach: the same as token by token
+            let limits = Limits {
+                max_parsed_message_bytes: cap.unwrap_or(Limits::default().max_parsed_message_bytes),
+                ..Limits::default()
+            };
+            let mut ids = vec![ids::MESSAGE];
+            ids.extend(body);
+            let role = Some(Role::Assistant);
+            let one_by_one: Vec<usize> = (0..ids.len()).collect();
+            let want = events_in_chunks(Mode::Lenient, role, &ids, &one_by_one, Feeding::Steps, None, limits);
+            for c in [&[][..], &cuts[..]] {
+                let got = events_in_chunks(Mode::Lenient, role, &ids, c, Feeding::Shared, None, limits);
+                prop_assert_eq!(&want, &got);
             }
         }
 

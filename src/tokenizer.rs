@@ -161,6 +161,26 @@ impl Tokenizer {
         }
     }
 
+    /// Appends the bytes of ordinary token `id` to `out` (a fixed-size copy of its slot for
+    /// the short ones); `false`, with `out` unchanged, for a special or unknown id.
+    #[inline]
+    pub fn append_ordinary(&self, id: Rank, out: &mut Vec<u8>) -> bool {
+        let Some(slot) = self.slots.get(id as usize) else {
+            return false;
+        };
+        let len = slot[0];
+        if len != 0xFF {
+            let old = out.len();
+            out.extend_from_slice(&slot[1..]);
+            out.truncate(old + len as usize);
+        } else {
+            let off = u32::from_le_bytes([slot[1], slot[2], slot[3], slot[4]]) as usize;
+            let n = u32::from_le_bytes([slot[5], slot[6], slot[7], slot[8]]) as usize;
+            out.extend_from_slice(&self.blob[off..off + n]);
+        }
+        true
+    }
+
     /// Touches the slots of `tokens` up front so that their cache misses overlap instead of
     /// being paid one after the other while a batch is decoded (a no-op semantically).
     #[inline]

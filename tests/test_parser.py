@@ -227,6 +227,48 @@ def test_feed_inputs(enc):
     assert p.current_content == q.current_content
 
 
+def test_feed_reads_any_int_like_ids(enc):
+    """Exact ints take the fast path; int subclasses and ``__index__`` objects (numpy-like
+    scalars) give the same events; an item that mutates the list while it is read neither
+    crashes nor reads freed memory."""
+    import enum
+
+    ids = toks(enc, "<|channel|>final<|message|>Hello world, how are you?<|end|>")
+    want = StreamableParser(enc, Role.ASSISTANT, strict=False).feed(ids)
+
+    class Sub(int):
+        pass
+
+    class Idx:
+        def __init__(self, v):
+            self.v = v
+
+        def __index__(self):
+            return self.v
+
+    E = enum.IntEnum("E", {f"t{t}": t for t in set(ids)})
+    for conv in (Sub, Idx, lambda t: E(t)):
+        assert StreamableParser(enc, Role.ASSISTANT, strict=False).feed([conv(t) for t in ids]) == want
+        assert StreamableParser(enc, Role.ASSISTANT, strict=False).feed(tuple(conv(t) for t in ids)) == want
+
+    class Shrinker:
+        def __init__(self, lst, v):
+            self.lst, self.v = lst, v
+
+        def __index__(self):
+            self.lst.clear()  # drops the list's references, this object's included
+            return self.v
+
+    lst = list(ids)
+    lst[3] = Shrinker(lst, ids[3])
+    with pytest.raises(IndexError):
+        StreamableParser(enc, Role.ASSISTANT, strict=False).feed(lst)
+    with pytest.raises(OverflowError):
+        StreamableParser(enc, Role.ASSISTANT, strict=False).feed([2**70])
+    with pytest.raises(TypeError):
+        StreamableParser(enc, Role.ASSISTANT, strict=False).feed([1.0])
+
+
 def test_snapshot_restore_reset(enc):
     p = StreamableParser(enc, Role.ASSISTANT, strict=False)
     p.feed(toks(enc, "<|channel|>final<|message|>Hel"))

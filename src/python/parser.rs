@@ -202,31 +202,64 @@ fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
     }
 }
 
+/// The value of an id read from Python. An exact `int` (what every caller passes) is read
+/// with one C call; anything else (a subclass, an `__index__` object) goes through the
+/// general conversion, which may run Python code.
+#[inline]
+fn int_value(item: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let ptr = item.as_ptr();
+    // SAFETY: `ptr` is a live object (borrowed by `item`) and the GIL is held. For an exact
+    // int, `PyLong_AsLongLong` runs no Python code; it returns -1 with an exception set on
+    // overflow, which is taken and returned.
+    unsafe {
+        if pyo3::ffi::PyLong_CheckExact(ptr) != 0 {
+            let v = pyo3::ffi::PyLong_AsLongLong(ptr);
+            if v == -1 {
+                if let Some(e) = PyErr::take(item.py()) {
+                    return Err(e);
+                }
+            }
+            return Ok(v);
+        }
+    }
+    item.extract::<i64>()
+}
+
 /// Reads a sequence of ids (a list or tuple directly, any other iterable item by item) into
 /// `out`, without an intermediate `Vec<i64>`. A `str` is refused, as a `Vec` extraction does.
 fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyResult<()> {
     out.clear();
-    let from_tuple = |tuple: &Bound<'_, PyTuple>, out: &mut Vec<Rank>| -> PyResult<()> {
-        out.reserve(tuple.len());
-        // borrowed items: no reference counting per id
-        for item in tuple.iter_borrowed() {
-            out.push(to_rank(item.extract::<i64>()?, mode)?);
-        }
-        Ok(())
-    };
     if let Ok(list) = ids.downcast::<PyList>() {
-        // one C-level copy of the list, then borrowed items (a list's items can only be
-        // read as new references, with a length check each)
-        from_tuple(&list.to_tuple(), out)?;
+        let n = list.len();
+        out.reserve(n);
+        for i in 0..n {
+            // SAFETY: `list` is a live list and the GIL is held; `PyList_GetItem` checks the
+            // index (NULL and IndexError if the list shrank, which only Python code run by a
+            // non-int item's conversion can do) and returns a borrowed reference, owned right
+            // away by `from_borrowed_ptr` (an incref), so the item stays alive whatever that
+            // conversion does to the list.
+            let item = unsafe {
+                let p = pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t);
+                if p.is_null() {
+                    return Err(PyErr::fetch(list.py()));
+                }
+                Bound::from_borrowed_ptr(list.py(), p)
+            };
+            out.push(to_rank(int_value(&item)?, mode)?);
+        }
     } else if let Ok(tuple) = ids.downcast::<PyTuple>() {
-        from_tuple(tuple, out)?;
+        out.reserve(tuple.len());
+        // borrowed items: a tuple cannot change
+        for item in tuple.iter_borrowed() {
+            out.push(to_rank(int_value(&item)?, mode)?);
+        }
     } else if ids.is_instance_of::<PyString>() {
         return Err(pyo3::exceptions::PyTypeError::new_err(
             "Can't extract `str` to a sequence of token ids",
         ));
     } else {
         for item in ids.try_iter()? {
-            out.push(to_rank(item?.extract::<i64>()?, mode)?);
+            out.push(to_rank(int_value(&item?)?, mode)?);
         }
     }
     Ok(())
