@@ -169,6 +169,11 @@ fn event_to_py(py: Python<'_>, e: Event) -> PyResult<PyObject> {
 /// batch: a `feed()` of many tokens costs one Python object per message part, not one per
 /// token. Concatenating the deltas gives the same text whatever the batching.
 fn events_to_py<'py>(py: Python<'py>, events: &mut Vec<Event>) -> PyResult<Bound<'py, PyList>> {
+    if events.len() == 1 {
+        // the common case (one text delta): no intermediate vector
+        let e = events.pop().expect("one event");
+        return PyList::new(py, [event_to_py(py, e)?]);
+    }
     let items = events
         .drain(..)
         .map(|e| event_to_py(py, e))
@@ -205,22 +210,32 @@ fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
 /// The value of an id read from Python. An exact `int` (what every caller passes) is read
 /// with one C call; anything else (a subclass, an `__index__` object) goes through the
 /// general conversion, which may run Python code.
+/// The value of an exact `int`.
+///
+/// # Safety
+/// `p` points to a live exact `int` and the GIL is held.
+#[inline]
+unsafe fn exact_int(py: Python<'_>, p: *mut pyo3::ffi::PyObject) -> PyResult<i64> {
+    // SAFETY: per the contract; on overflow it returns -1 with an exception set, which is
+    // taken and returned. No Python code runs.
+    let v = unsafe { pyo3::ffi::PyLong_AsLongLong(p) };
+    if v == -1 {
+        if let Some(e) = PyErr::take(py) {
+            return Err(e);
+        }
+    }
+    Ok(v)
+}
+
+/// The value of an id read from Python. An exact `int` (what every caller passes) is read
+/// with one C call; anything else (a subclass, an `__index__` object) goes through the
+/// general conversion, which may run Python code.
 #[inline]
 fn int_value(item: &Bound<'_, PyAny>) -> PyResult<i64> {
-    let ptr = item.as_ptr();
-    // SAFETY: `ptr` is a live object (borrowed by `item`) and the GIL is held. For an exact
-    // int, `PyLong_AsLongLong` runs no Python code; it returns -1 with an exception set on
-    // overflow, which is taken and returned.
-    unsafe {
-        if pyo3::ffi::PyLong_CheckExact(ptr) != 0 {
-            let v = pyo3::ffi::PyLong_AsLongLong(ptr);
-            if v == -1 {
-                if let Some(e) = PyErr::take(item.py()) {
-                    return Err(e);
-                }
-            }
-            return Ok(v);
-        }
+    let p = item.as_ptr();
+    // SAFETY: `item` keeps `p` alive; the GIL is held.
+    if unsafe { pyo3::ffi::PyLong_CheckExact(p) } != 0 {
+        return unsafe { exact_int(item.py(), p) };
     }
     item.extract::<i64>()
 }
@@ -233,19 +248,24 @@ fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyRes
         let n = list.len();
         out.reserve(n);
         for i in 0..n {
-            // SAFETY: `list` is a live list and the GIL is held; `PyList_GetItem` checks the
+            // SAFETY: `list` is a live list and the GIL is held. `PyList_GetItem` checks the
             // index (NULL and IndexError if the list shrank, which only Python code run by a
-            // non-int item's conversion can do) and returns a borrowed reference, owned right
-            // away by `from_borrowed_ptr` (an incref), so the item stays alive whatever that
-            // conversion does to the list.
-            let item = unsafe {
+            // non-int item's conversion can do) and returns a borrowed reference. An exact
+            // int is read at once (no Python code runs, so the list still holds it); any
+            // other item is owned first (`from_borrowed_ptr` increfs it), so it stays alive
+            // whatever its conversion does to the list.
+            let v = unsafe {
                 let p = pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t);
                 if p.is_null() {
                     return Err(PyErr::fetch(list.py()));
                 }
-                Bound::from_borrowed_ptr(list.py(), p)
+                if pyo3::ffi::PyLong_CheckExact(p) != 0 {
+                    exact_int(list.py(), p)?
+                } else {
+                    Bound::from_borrowed_ptr(list.py(), p).extract::<i64>()?
+                }
             };
-            out.push(to_rank(int_value(&item)?, mode)?);
+            out.push(to_rank(v, mode)?);
         }
     } else if let Ok(tuple) = ids.downcast::<PyTuple>() {
         out.reserve(tuple.len());
