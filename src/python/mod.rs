@@ -104,12 +104,22 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
-fn attr<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    obj.getattr(name)
+/// `obj.name`, the name interned once: no Python string is built (and hashed) per lookup.
+macro_rules! attr {
+    ($obj:expr, $name:literal) => {{
+        let o: &Bound<'_, PyAny> = $obj;
+        o.getattr(pyo3::intern!(o.py(), $name))
+    }};
 }
 
-fn opt_str(obj: &Bound<'_, PyAny>, name: &'static str, cap: usize) -> PyResult<Option<String>> {
-    let v = attr(obj, name)?;
+/// An optional `str` attribute (`None` or a `str` within `cap` bytes).
+macro_rules! opt_str {
+    ($obj:expr, $name:literal, $cap:expr) => {
+        opt_str_value(attr!($obj, $name)?, $name, $cap)
+    };
+}
+
+fn opt_str_value(v: Bound<'_, PyAny>, name: &'static str, cap: usize) -> PyResult<Option<String>> {
     if v.is_none() {
         Ok(None)
     } else {
@@ -119,8 +129,12 @@ fn opt_str(obj: &Bound<'_, PyAny>, name: &'static str, cap: usize) -> PyResult<O
 
 /// Reads a role from a `Role` enum member or a plain string.
 fn read_role(obj: &Bound<'_, PyAny>) -> PyResult<Role> {
-    let s: String = if let Ok(v) = obj.getattr("value") { v.extract()? } else { obj.extract()? };
-    Role::parse(&s).ok_or_else(|| HarmonyError::new_err(format!("Unknown role: {s}")))
+    let by_name = |s: &str| Role::parse(s).ok_or_else(|| HarmonyError::new_err(format!("Unknown role: {s}")));
+    if let Ok(s) = obj.downcast_exact::<PyString>() {
+        return by_name(&s.to_cow()?);
+    }
+    let s: String = if let Ok(v) = attr!(obj, "value") { v.extract()? } else { obj.extract()? };
+    by_name(&s)
 }
 
 /// Python value (dict/list/str/int/float/bool/None) to JSON, like `json.dumps` then a JSON
@@ -226,11 +240,11 @@ fn read_namespaces(obj: &Bound<'_, PyAny>, limits: &Limits) -> PyResult<Option<B
     let mut out = BTreeMap::new();
     for (k, ns) in d.iter() {
         let key = read_str(&k, "tool namespace name", cap)?;
-        let tools_obj = attr(&ns, "tools")?;
+        let tools_obj = attr!(&ns, "tools")?;
         let mut tools = Vec::new();
         for t in tools_obj.try_iter()? {
             let t = t?;
-            let params = attr(&t, "parameters")?;
+            let params = attr!(&t, "parameters")?;
             let parameters = if params.is_none() {
                 None
             } else {
@@ -250,16 +264,16 @@ fn read_namespaces(obj: &Bound<'_, PyAny>, limits: &Limits) -> PyResult<Option<B
                 })?)
             };
             tools.push(ToolDescription {
-                name: read_str(&attr(&t, "name")?, "tool name", cap)?,
-                description: read_str(&attr(&t, "description")?, "tool description", cap)?,
+                name: read_str(&attr!(&t, "name")?, "tool name", cap)?,
+                description: read_str(&attr!(&t, "description")?, "tool description", cap)?,
                 parameters,
             });
         }
         out.insert(
             key,
             ToolNamespaceConfig {
-                name: read_str(&attr(&ns, "name")?, "tool namespace name", cap)?,
-                description: opt_str(&ns, "description", cap)?,
+                name: read_str(&attr!(&ns, "name")?, "tool namespace name", cap)?,
+                description: opt_str!(&ns, "description", cap)?,
                 tools,
             },
         );
@@ -272,39 +286,40 @@ fn read_content(obj: &Bound<'_, PyAny>, limits: &Limits) -> PyResult<Content> {
     if let Ok(s) = obj.downcast::<PyString>() {
         return Ok(Content::Text(read_str(s.as_any(), "message text", cap)?));
     }
-    let kind = type_name(obj);
-    match kind.as_str() {
-        "TextContent" => Ok(Content::Text(read_str(&attr(obj, "text")?, "message text", cap)?)),
+    let ty = obj.get_type();
+    let kind = ty.name()?;
+    match &*kind.to_cow()? {
+        "TextContent" => Ok(Content::Text(read_str(&attr!(obj, "text")?, "message text", cap)?)),
         "SystemContent" => {
-            let effort = attr(obj, "reasoning_effort")?;
+            let effort = attr!(obj, "reasoning_effort")?;
             let reasoning_effort = if effort.is_none() {
                 None
             } else {
-                let s: String = if let Ok(v) = effort.getattr("value") { v.extract()? } else { effort.extract()? };
+                let s: String = if let Ok(v) = attr!(&effort, "value") { v.extract()? } else { effort.extract()? };
                 Some(ReasoningEffort::parse(&s).ok_or_else(|| HarmonyError::new_err(format!("unknown reasoning effort: {s}")))?)
             };
-            let cc = attr(obj, "channel_config")?;
+            let cc = attr!(obj, "channel_config")?;
             let channel_config = if cc.is_none() {
                 None
             } else {
                 let mut valid_channels = Vec::new();
-                for c in attr(&cc, "valid_channels")?.try_iter()? {
+                for c in attr!(&cc, "valid_channels")?.try_iter()? {
                     valid_channels.push(read_str(&c?, "channel", cap)?);
                 }
-                Some(ChannelConfig { valid_channels, channel_required: attr(&cc, "channel_required")?.is_truthy()? })
+                Some(ChannelConfig { valid_channels, channel_required: attr!(&cc, "channel_required")?.is_truthy()? })
             };
             Ok(Content::System(SystemContent {
-                model_identity: opt_str(obj, "model_identity", cap)?,
+                model_identity: opt_str!(obj, "model_identity", cap)?,
                 reasoning_effort,
-                conversation_start_date: opt_str(obj, "conversation_start_date", cap)?,
-                knowledge_cutoff: opt_str(obj, "knowledge_cutoff", cap)?,
+                conversation_start_date: opt_str!(obj, "conversation_start_date", cap)?,
+                knowledge_cutoff: opt_str!(obj, "knowledge_cutoff", cap)?,
                 channel_config,
-                tools: read_namespaces(&attr(obj, "tools")?, limits)?,
+                tools: read_namespaces(&attr!(obj, "tools")?, limits)?,
             }))
         }
         "DeveloperContent" => Ok(Content::Developer(DeveloperContent {
-            instructions: opt_str(obj, "instructions", cap)?,
-            tools: read_namespaces(&attr(obj, "tools")?, limits)?,
+            instructions: opt_str!(obj, "instructions", cap)?,
+            tools: read_namespaces(&attr!(obj, "tools")?, limits)?,
         })),
         other => Err(HarmonyError::new_err(format!(
             "unsupported content of type {other}: expected TextContent, SystemContent or DeveloperContent"
@@ -315,19 +330,19 @@ fn read_content(obj: &Bound<'_, PyAny>, limits: &Limits) -> PyResult<Content> {
 /// Reads a `Message` object (ours, openai_harmony's, or anything with the same attributes).
 pub fn read_message(obj: &Bound<'_, PyAny>, limits: &Limits) -> PyResult<Message> {
     let cap = limits.max_message_bytes;
-    let author = attr(obj, "author")?;
-    let role = read_role(&attr(&author, "role")?)?;
-    let name = opt_str(&author, "name", cap)?;
+    let author = attr!(obj, "author")?;
+    let role = read_role(&attr!(&author, "role")?)?;
+    let name = opt_str!(&author, "name", cap)?;
     let mut content = Vec::new();
-    for c in attr(obj, "content")?.try_iter()? {
+    for c in attr!(obj, "content")?.try_iter()? {
         content.push(read_content(&c?, limits)?);
     }
     let m = Message {
         author: Author { role, name },
         content,
-        channel: opt_str(obj, "channel", cap)?,
-        recipient: opt_str(obj, "recipient", cap)?,
-        content_type: opt_str(obj, "content_type", cap)?,
+        channel: opt_str!(obj, "channel", cap)?,
+        recipient: opt_str!(obj, "recipient", cap)?,
+        content_type: opt_str!(obj, "content_type", cap)?,
     };
     render::check_message(&m, limits).map_err(to_py_err)?;
     Ok(m)
@@ -335,7 +350,7 @@ pub fn read_message(obj: &Bound<'_, PyAny>, limits: &Limits) -> PyResult<Message
 
 /// Reads a `Conversation` (anything with `.messages`) or a sequence of messages.
 pub fn read_messages(obj: &Bound<'_, PyAny>, limits: &Limits) -> PyResult<Vec<Message>> {
-    let seq = if obj.hasattr("messages")? { attr(obj, "messages")? } else { obj.clone() };
+    let seq = if obj.hasattr(pyo3::intern!(obj.py(), "messages"))? { attr!(obj, "messages")? } else { obj.clone() };
     let n = seq.len().unwrap_or(0);
     check("messages", limits.max_messages, n).map_err(to_py_err)?;
     let mut out = Vec::with_capacity(n);
