@@ -11,7 +11,7 @@ use super::{message_to_tuple, run_guarded as run, HarmonyError, PyLimits};
 use crate::chat::Role;
 use crate::limits::Limits;
 use crate::parser::{self, Event, Mode, StreamParser};
-use crate::tokenizer::Rank;
+use crate::tokenizer::{tokenizer, Rank};
 
 /// Above this many ids a `feed` releases the GIL while parsing.
 const RELEASE_GIL_ABOVE: usize = 512;
@@ -244,6 +244,8 @@ fn int_value(item: &Bound<'_, PyAny>) -> PyResult<i64> {
 /// `out`, without an intermediate `Vec<i64>`. A `str` is refused, as a `Vec` extraction does.
 fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyResult<()> {
     out.clear();
+    // each id's token bytes start loading while the next ids are read
+    let tk = tokenizer();
     if let Ok(list) = ids.downcast::<PyList>() {
         let n = list.len();
         out.reserve(n);
@@ -265,13 +267,17 @@ fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyRes
                     Bound::from_borrowed_ptr(list.py(), p).extract::<i64>()?
                 }
             };
-            out.push(to_rank(v, mode)?);
+            let r = to_rank(v, mode)?;
+            tk.prefetch_id(r);
+            out.push(r);
         }
     } else if let Ok(tuple) = ids.downcast::<PyTuple>() {
         out.reserve(tuple.len());
         // borrowed items: a tuple cannot change
         for item in tuple.iter_borrowed() {
-            out.push(to_rank(int_value(&item)?, mode)?);
+            let r = to_rank(int_value(&item)?, mode)?;
+            tk.prefetch_id(r);
+            out.push(r);
         }
     } else if ids.is_instance_of::<PyString>() {
         return Err(pyo3::exceptions::PyTypeError::new_err(
