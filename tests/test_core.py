@@ -401,3 +401,32 @@ def test_ten_million_tokens_parse_in_bounded_memory(enc):
     assert time.perf_counter() - t < 60
     assert _vm_rss_mb() - base < 64, "parser memory must stay bounded"
     assert sum(len(m.content[0].text) for m in p.messages) <= (1 << 20) + 4096
+
+
+def test_native_stubs_match_the_module():
+    """_core.pyi declares exactly what the native module has (classes, their public members,
+    functions), so type checkers see the real API."""
+    import ast
+    from pathlib import Path
+
+    from llama_harmony import _core
+
+    stub = Path(llama_harmony.__file__).with_name("_core.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    top = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            top.add(node.name)
+        elif isinstance(node, ast.AnnAssign):
+            top.add(node.target.id)
+        if not isinstance(node, ast.ClassDef):
+            continue
+        rt = getattr(_core, node.name)
+        declared = {b.name for b in node.body if isinstance(b, ast.FunctionDef)}
+        declared |= {b.target.id for b in node.body if isinstance(b, ast.AnnAssign)}
+        public = {n for n in dir(rt) if not n.startswith("_")}
+        if issubclass(rt, BaseException):
+            public -= set(dir(BaseException))
+            declared -= {"limit", "cap", "actual"}  # set on each LimitExceeded instance
+        assert declared - {"__init__"} == public, node.name
+    assert {n for n in dir(_core) if not n.startswith("__")} | {"__version__"} == top

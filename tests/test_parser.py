@@ -382,3 +382,32 @@ def test_lenient_never_raises(enc, ids, role):
     events = p.feed(ids[len(ids) // 2:]) + p.finish()
     assert isinstance(events[-1], (P.Done, P.Incomplete))
     enc.parse_messages_from_completion_tokens(ids, role, strict=False)
+
+
+def test_subclassing_and_native_members(enc):
+    """StreamableParser subclasses the native parser; user subclasses keep working: their
+    overrides are called, they can hold their own attributes, and the reference API returns
+    the subclass instance."""
+    calls = []
+
+    class Mine(StreamableParser):
+        def feed(self, tokens):
+            calls.append(len(tokens))
+            return super().feed(tokens)
+
+    ids = toks(enc, "<|channel|>final<|message|>Hi there<|end|>")
+    p = Mine(enc, Role.ASSISTANT, strict=False)
+    p.note = "mine"
+    events = p.feed(ids)
+    assert calls == [len(ids)] and p.note == "mine"
+    assert events == StreamableParser(enc, Role.ASSISTANT, strict=False).feed(ids)
+    assert p.process(200006) is p and p.reset() is p and p.messages == [] and p.state is StreamState.HEADER
+    q = StreamableParser(enc, Role.ASSISTANT)
+    with pytest.raises(AttributeError):
+        q.note = "no dict"  # the class has __slots__: parsers stay small
+    for t in ids:
+        assert q.process(t) is q
+    assert [m.to_dict() for m in q.messages] == [m.to_dict() for m in enc.parse_messages_from_completion_tokens(ids, Role.ASSISTANT)]
+    assert "StreamableParser(mode='strict'" in repr(q)
+    with pytest.raises(ValueError):
+        StreamableParser(enc, Role.ASSISTANT, mode="nope")

@@ -101,7 +101,7 @@ class ParserSnapshot:
         self._repaired = repaired
 
 
-class StreamableParser:
+class StreamableParser(_NativeParser):
     """Incremental parser over completion tokens.
 
     ``encoding``: a ``HarmonyEncoding`` (its ``limits`` apply unless ``limits=`` is given).
@@ -110,10 +110,18 @@ class StreamableParser:
     ``strict``: True = the reference's behaviour; False = lenient (never raises on model
     output). ``mode`` overrides ``strict`` (``strict``, ``non_strict``, ``lenient``, ``raw``).
     ``token_history``: how many recent ids ``tokens`` keeps (default 1,048,576; 0 = none).
+
+    The class subclasses the native parser: ``process`` (returns the parser),
+    ``process_eos``, ``current_content``, ``current_channel``, ``current_recipient``,
+    ``current_content_type``, ``current_index``, ``last_content_delta``, ``tokens``,
+    ``state_data``, ``mode``, ``first_message_index`` and the event API ``feed(ids)`` /
+    ``finish(length=False)`` run in Rust with no Python frame in between.
     """
 
-    def __init__(
-        self,
+    __slots__ = ("_msgs", "_msg_base", "_repaired")
+
+    def __new__(
+        cls,
         encoding: Any,
         role: Optional[Role],
         *,
@@ -121,68 +129,36 @@ class StreamableParser:
         mode: Optional[str] = None,
         limits: Any = None,
         token_history: Optional[int] = None,
-    ) -> None:
+    ) -> "StreamableParser":
         if mode is None:
             mode = "strict" if strict else "lenient"
         if mode not in MODES:
             raise ValueError(f"unknown parser mode {mode!r} (one of {', '.join(MODES)})")
-        self._inner = _NativeParser(_role_str(role), mode, _limits_of(encoding, limits), token_history)
-        if type(self).feed is StreamableParser.feed:
-            # the native method directly (it takes any iterable of ints): one Python call
-            # less per batch; `restore` and `reset` keep the same native object
-            self.feed = self._inner.feed  # type: ignore[method-assign]
+        return super().__new__(cls, _role_str(role), mode, _limits_of(encoding, limits), token_history)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # (arguments checked by __new__)
         self._msgs: List[Message] = []
         self._msg_base = 0  # stream index of self._msgs[0]
         self._repaired: List[bool] = []
 
-    # -- the reference's API -----------------------------------------------------------------
-
-    def process(self, token: int) -> "StreamableParser":
-        """Feed one token id."""
-        self._inner.process(token)
-        return self
-
-    def process_eos(self) -> "StreamableParser":
-        """Signal the end of the stream (closes an open message)."""
-        self._inner.process_eos()
-        return self
-
-    @property
-    def current_content(self) -> str:
-        return self._inner.current_content
+    # -- the reference's API (the rest is native) ------------------------------------------------
 
     @property
     def current_role(self) -> Optional[Role]:
-        r = self._inner.current_role
+        r = self.current_role_name
         return None if r is None else Role(r)
 
-    @property
-    def current_channel(self) -> Optional[str]:
-        return self._inner.current_channel
-
-    @property
-    def current_recipient(self) -> Optional[str]:
-        return self._inner.current_recipient
-
-    @property
-    def current_content_type(self) -> Optional[str]:
-        return self._inner.current_content_type
-
-    @property
-    def last_content_delta(self) -> Optional[str]:
-        return self._inner.last_content_delta
-
     def _sync(self) -> None:
-        n = self._inner.n_messages
+        n = self.n_messages
         if n == self._msg_base + len(self._msgs):
             return
-        first = self._inner.first_message_index
+        first = self.first_message_index
         if first > self._msg_base:  # evicted by the parser's memory cap
             drop = min(first - self._msg_base, len(self._msgs))
             del self._msgs[:drop]
             del self._repaired[:drop]
             self._msg_base = first if not self._msgs else self._msg_base + drop
-        for t in self._inner.messages_since(self._msg_base + len(self._msgs)):
+        for t in self.messages_since(self._msg_base + len(self._msgs)):
             self._msgs.append(_message(t))
             self._repaired.append(bool(t[6]))
 
@@ -193,24 +169,10 @@ class StreamableParser:
         return list(self._msgs)
 
     @property
-    def tokens(self) -> List[int]:
-        """Ids fed so far (the most recent ``token_history`` of them)."""
-        return self._inner.tokens
-
-    @property
-    def state_data(self) -> Dict[str, Any]:
-        """The reference's state as a dict (``{"state": "Header", "header_tokens": [...]}``...)."""
-        return self._inner.state_data
-
-    @property
     def state(self) -> StreamState:
-        return StreamState(self._inner.state)
+        return StreamState(self.state_name)
 
     # -- extensions ----------------------------------------------------------------------------
-
-    @property
-    def mode(self) -> str:
-        return self._inner.mode
 
     @property
     def repaired(self) -> List[bool]:
@@ -218,46 +180,24 @@ class StreamableParser:
         self._sync()
         return list(self._repaired)
 
-    @property
-    def first_message_index(self) -> int:
-        """Stream index of ``messages[0]`` (> 0 once old messages were evicted by the
-        ``max_parsed_total_bytes`` cap)."""
-        self._sync()
-        return self._msg_base
-
-    @property
-    def current_index(self) -> Optional[int]:
-        """Stream index of the message being parsed (Content state)."""
-        return self._inner.current_index
-
-    def feed(self, tokens: Sequence[int]) -> List[Event]:
-        """Feed ids (a list is fastest; any iterable of ints); returns their events, the text
-        deltas of one message merged (strict mode raises on malformed output)."""
-        return self._inner.feed(tokens)
-
-    def finish(self, *, length: bool = False) -> List[Event]:
-        """End of stream: closes the open message, then ``Done(reason)`` or
-        ``Incomplete(reason)``. ``length=True`` when generation was cut by max tokens."""
-        return self._inner.finish(length)
-
     def reset(self) -> "StreamableParser":
         """Back to the initial state (same role, mode and limits)."""
-        self._inner.reset()
+        super().reset()
         self._msgs, self._msg_base, self._repaired = [], 0, []
         return self
 
     def snapshot(self) -> ParserSnapshot:
         """A copy of the parser's state, for :meth:`restore` (e.g. speculative decoding)."""
-        return ParserSnapshot(self._inner.snapshot(), list(self._msgs), self._msg_base, list(self._repaired))
+        return ParserSnapshot(self.copy_state(), list(self._msgs), self._msg_base, list(self._repaired))
 
     def restore(self, snapshot: ParserSnapshot) -> "StreamableParser":
         """Return to a state taken by :meth:`snapshot` (which stays reusable)."""
-        self._inner.restore(snapshot._native)
+        self.restore_state(snapshot._native)
         self._msgs, self._msg_base, self._repaired = list(snapshot._msgs), snapshot._msg_base, list(snapshot._repaired)
         return self
 
     def __repr__(self) -> str:
-        return f"StreamableParser(mode={self.mode!r}, state={self._inner.state!r}, messages={self._inner.n_messages})"
+        return f"StreamableParser(mode={self.mode!r}, state={self.state_name!r}, messages={self.n_messages})"
 
 
 def parse_messages_from_completion_tokens(

@@ -291,8 +291,10 @@ fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyRes
     Ok(())
 }
 
-/// The native streaming parser (`llama_harmony.StreamableParser` wraps it).
-#[pyclass(name = "NativeParser", module = "llama_harmony._core")]
+/// The native streaming parser. `llama_harmony.StreamableParser` subclasses it, so the
+/// per-token calls (`process`, `last_content_delta`, `current_content`, ...) and `feed` reach
+/// Rust without a Python frame in between.
+#[pyclass(name = "NativeParser", module = "llama_harmony._core", subclass)]
 #[derive(Clone)]
 pub struct NativeParser {
     inner: StreamParser,
@@ -325,16 +327,21 @@ impl NativeParser {
         })
     }
 
-    /// Feeds one id (the reference's `process`).
-    fn process(&mut self, py: Python<'_>, token: i64) -> PyResult<()> {
-        let t = to_rank(token, self.inner.mode())?;
-        let p = &mut self.inner;
-        run(py, false, || p.process(t))
+    /// Feeds one id (the reference's `process`); returns the parser.
+    fn process(mut slf: PyRefMut<'_, Self>, token: i64) -> PyResult<PyRefMut<'_, Self>> {
+        let py = slf.py();
+        let t = to_rank(token, slf.inner.mode())?;
+        let p = &mut slf.inner;
+        run(py, false, || p.process(t))?;
+        Ok(slf)
     }
 
-    fn process_eos(&mut self, py: Python<'_>) -> PyResult<()> {
-        let p = &mut self.inner;
-        run(py, false, || p.process_eos())
+    /// Signals the end of the stream (closes an open message); returns the parser.
+    fn process_eos(mut slf: PyRefMut<'_, Self>) -> PyResult<PyRefMut<'_, Self>> {
+        let py = slf.py();
+        let p = &mut slf.inner;
+        run(py, false, || p.process_eos())?;
+        Ok(slf)
     }
 
     /// Feeds ids and returns their events. A strict-mode error is raised after the ids before
@@ -369,12 +376,13 @@ impl NativeParser {
         events_to_py(py, &mut events)
     }
 
+    /// Back to the initial state (same role, mode and limits).
     fn reset(&mut self) {
         self.inner.reset();
     }
 
-    /// A copy of the whole parser state.
-    fn snapshot(&self) -> NativeParser {
+    /// A copy of the whole parser state (a new `NativeParser`).
+    fn copy_state(&self) -> NativeParser {
         NativeParser {
             inner: self.inner.clone(),
             ids: Vec::new(),
@@ -382,8 +390,8 @@ impl NativeParser {
         }
     }
 
-    /// Restores a state taken by `snapshot` (copied: the snapshot can be restored again).
-    fn restore(&mut self, snapshot: PyRef<'_, NativeParser>) {
+    /// Restores a state taken by `copy_state` (copied: it can be restored again).
+    fn restore_state(&mut self, snapshot: PyRef<'_, NativeParser>) {
         self.inner.clone_from(&snapshot.inner);
     }
 
@@ -401,8 +409,9 @@ impl NativeParser {
         self.inner.current_content()
     }
 
+    /// The role of the message being parsed, as a string.
     #[getter]
-    fn current_role(&self) -> Option<&'static str> {
+    fn current_role_name(&self) -> Option<&'static str> {
         self.inner.current_role().map(|r| r.as_str())
     }
 
@@ -434,7 +443,7 @@ impl NativeParser {
 
     /// `ExpectStart`, `Header` or `Content`.
     #[getter]
-    fn state(&self) -> &'static str {
+    fn state_name(&self) -> &'static str {
         self.inner.state().as_str()
     }
 
