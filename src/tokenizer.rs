@@ -64,6 +64,10 @@ pub struct Tokenizer {
     /// (length byte 0xFF) as a u32 offset and u32 length into `blob`.
     slots: Vec<[u8; 16]>,
     blob: &'static [u8],
+    /// Ordinary tokens of up to [`SHORT`] bytes by their bytes packed into a `u64`
+    /// ([`short_key`]): a lookup hashes one integer and compares no bytes.
+    short: FxHashMap<u64, Rank>,
+    /// The longer ordinary tokens.
     encoder: FxHashMap<&'static [u8], Rank>,
     special_names: Vec<String>,
     special_ids: FxHashMap<String, Rank>,
@@ -71,6 +75,31 @@ pub struct Tokenizer {
 }
 
 static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+
+/// Tokens up to this many bytes are looked up by [`short_key`].
+const SHORT: usize = 7;
+
+/// The bytes (at most [`SHORT`], little-endian) and their length (top byte) packed into one
+/// integer, then mixed: distinct byte strings give distinct keys. Built from two overlapping loads, in
+/// registers (a byte-by-byte copy into a buffer read back as a `u64` stalls the load).
+#[inline]
+fn short_key(bytes: &[u8]) -> u64 {
+    let n = bytes.len();
+    debug_assert!(n <= SHORT);
+    let v = if n >= 4 {
+        let a = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64;
+        let b = u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]) as u64;
+        a | (b << (8 * (n - 4)))
+    } else if n > 0 {
+        bytes[0] as u64 | (bytes[n / 2] as u64) << (8 * (n / 2)) | (bytes[n - 1] as u64) << (8 * (n - 1))
+    } else {
+        0
+    };
+    // a bijection (xor-shift, then an odd multiplier): distinct keys stay distinct, and
+    // every bit of the bytes reaches the bits the hash table indexes with
+    let k = v | (n as u64) << 56;
+    (k ^ (k >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
 
 /// The process-wide tokenizer, built on first use (a few milliseconds) and shared.
 pub fn tokenizer() -> &'static Tokenizer {
@@ -100,8 +129,12 @@ impl Tokenizer {
         let lens = &RANKS_BIN[4..4 + 2 * n as usize];
         let blob: &'static [u8] = &RANKS_BIN[4 + 2 * n as usize..];
         let mut slots: Vec<[u8; 16]> = Vec::with_capacity(n as usize);
+        let n_short = (0..n as usize)
+            .filter(|&r| (u16::from_le_bytes([lens[2 * r], lens[2 * r + 1]]) as usize) <= SHORT)
+            .count();
+        let mut short = FxHashMap::with_capacity_and_hasher(n_short, Default::default());
         let mut encoder =
-            FxHashMap::with_capacity_and_hasher(n as usize, Default::default());
+            FxHashMap::with_capacity_and_hasher(n as usize - n_short, Default::default());
         let mut pos = 0u32;
         for rank in 0..n {
             let len = u16::from_le_bytes([lens[2 * rank as usize], lens[2 * rank as usize + 1]]);
@@ -117,7 +150,11 @@ impl Tokenizer {
                 slot[5..9].copy_from_slice(&(len as u32).to_le_bytes());
             }
             slots.push(slot);
-            encoder.insert(bytes, rank);
+            if bytes.len() <= SHORT {
+                short.insert(short_key(bytes), rank);
+            } else {
+                encoder.insert(bytes, rank);
+            }
             pos = end;
         }
         assert_eq!(pos as usize, blob.len(), "embedded rank table is corrupt");
@@ -128,7 +165,7 @@ impl Tokenizer {
             .map(|(i, s)| (s.clone(), N_BASE + i as Rank))
             .collect();
         let regex = regex_automata::meta::Regex::new(PATTERN).expect("o200k pattern compiles");
-        Tokenizer { slots, blob, encoder, special_names, special_ids, regex }
+        Tokenizer { slots, blob, short, encoder, special_names, special_ids, regex }
     }
 
     /// Number of ids (201,089).
@@ -224,7 +261,11 @@ impl Tokenizer {
     /// The rank of an exact byte string, if it is a single ordinary token.
     #[inline]
     pub fn rank_of(&self, bytes: &[u8]) -> Option<Rank> {
-        self.encoder.get(bytes).copied()
+        if bytes.len() <= SHORT {
+            self.short.get(&short_key(bytes)).copied()
+        } else {
+            self.encoder.get(bytes).copied()
+        }
     }
 
     /// Concatenated bytes of `tokens`; errors on an id outside the vocabulary.
@@ -495,6 +536,41 @@ fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+
+    #[test]
+    fn rank_of_finds_every_token_and_nothing_else() {
+        let t = tokenizer();
+        let mut all = std::collections::HashMap::new();
+        for r in 0..N_BASE {
+            let b = t.token_bytes(r).unwrap();
+            assert_eq!(t.rank_of(b), Some(r), "rank {r}");
+            all.insert(b.to_vec(), r);
+        }
+        // near misses: every token with a byte added or dropped at either end (zero bytes
+        // included: the short keys pad with zeros), and every string of 0..=2 bytes
+        let mut probes: Vec<Vec<u8>> = vec![Vec::new()];
+        for a in 0..=255u8 {
+            probes.push(vec![a]);
+            for b in 0..=255u8 {
+                probes.push(vec![a, b]);
+            }
+        }
+        for b in all.keys().take(20_000) {
+            for extra in [0u8, b'a', 0xFF] {
+                let mut x = b.clone();
+                x.push(extra);
+                probes.push(x);
+                let mut y = vec![extra];
+                y.extend_from_slice(b);
+                probes.push(y);
+            }
+            probes.push(b[1..].to_vec());
+            probes.push(b[..b.len() - 1].to_vec());
+        }
+        for p in &probes {
+            assert_eq!(t.rank_of(p), all.get(p).copied(), "{p:?}");
+        }
+    }
 
     #[test]
     fn embedded_ranks_hash_to_published_sha256() {
