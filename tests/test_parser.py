@@ -391,6 +391,10 @@ def test_subclassing_and_native_members(enc):
     calls = []
 
     class Mine(StreamableParser):
+        def __init__(self, encoding, role, **kw):
+            super().__init__(encoding, role, **kw)  # as one would with the reference's class
+            self.note = None
+
         def feed(self, tokens):
             calls.append(len(tokens))
             return super().feed(tokens)

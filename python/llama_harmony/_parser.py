@@ -134,12 +134,15 @@ class StreamableParser(_NativeParser):
             mode = "strict" if strict else "lenient"
         if mode not in MODES:
             raise ValueError(f"unknown parser mode {mode!r} (one of {', '.join(MODES)})")
-        return super().__new__(cls, _role_str(role), mode, _limits_of(encoding, limits), token_history)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # (arguments checked by __new__)
-        self._msgs: List[Message] = []
+        self = super().__new__(cls, _role_str(role), mode, _limits_of(encoding, limits), token_history)
+        self._msgs: List[Message] = []  # finished messages as Message objects (built once)
         self._msg_base = 0  # stream index of self._msgs[0]
         self._repaired: List[bool] = []
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """(The arguments were taken by ``__new__``; a subclass may call
+        ``super().__init__(encoding, role, ...)`` as with the reference's class.)"""
 
     # -- the reference's API (the rest is native) ------------------------------------------------
 
