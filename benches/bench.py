@@ -74,27 +74,32 @@ def median_time(fn: Callable[[], object], repeat: int, min_time: float = 0.0) ->
     return statistics.median(times)
 
 
-def paired_times(f_ref: Callable[[], object], f_ours: Callable[[], object], repeat: int) -> "tuple[float, float]":
-    """Medians of the two functions timed alternately (ref, ours, ref, ours, ...), so that
-    drift in the machine's state (the other core, caches, the allocator) hits both alike."""
+def interleaved_times(fns: "List[Callable[[], object]]", repeat: int) -> "List[float]":
+    """Medians of the functions timed in turn (a, b, a, b, ...), with the garbage collector
+    paused: drift in the machine's state (load on the other core from outside, caches, the
+    allocator) hits all of them alike, and none runs on caches only it left warm."""
     import gc
 
-    f_ref()
-    f_ours()
-    a, b = [], []
+    for f in fns:
+        f()
+    times: List[List[float]] = [[] for _ in fns]
     gc.collect()
     gc.disable()
     try:
         for _ in range(repeat):
-            t = time.perf_counter()
-            f_ref()
-            a.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            f_ours()
-            b.append(time.perf_counter() - t)
+            for f, ts in zip(fns, times):
+                t = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t)
     finally:
         gc.enable()
-    return statistics.median(a), statistics.median(b)
+    return [statistics.median(ts) for ts in times]
+
+
+def paired_times(f_ref: Callable[[], object], f_ours: Callable[[], object], repeat: int) -> "tuple[float, float]":
+    """Medians of the reference and ours timed alternately (see :func:`interleaved_times`)."""
+    a, b = interleaved_times([f_ref, f_ours], repeat)
+    return a, b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +235,13 @@ def bench_render(ref, ours, eref, eours, repeat: int) -> None:
     b = eours.render_conversation_for_completion(co, ours.Role.ASSISTANT)
     assert a == b, "render mismatch"
     cold = ours.load_harmony_encoding(render_cache=False)  # every call tokenizes everything
-    record(f"render 100 messages + 20 tools ({len(b)} tokens), no cache", median_time(lambda: eref.render_conversation_for_completion(cr, ref.Role.ASSISTANT), repeat), median_time(lambda: cold.render_conversation_for_completion(co, ours.Role.ASSISTANT), repeat), 10)
-    record("  the same, render cache on (repeated render)", median_time(lambda: eref.render_conversation_for_completion(cr, ref.Role.ASSISTANT), repeat), median_time(lambda: eours.render_conversation_for_completion(co, ours.Role.ASSISTANT), repeat), 10)
+    t_ref, t_cold, t_cached = interleaved_times([
+        lambda: eref.render_conversation_for_completion(cr, ref.Role.ASSISTANT),
+        lambda: cold.render_conversation_for_completion(co, ours.Role.ASSISTANT),
+        lambda: eours.render_conversation_for_completion(co, ours.Role.ASSISTANT),
+    ], 2 * repeat)
+    record(f"render 100 messages + 20 tools ({len(b)} tokens), no cache", t_ref, t_cold, 10)
+    record("  the same, render cache on (repeated render)", t_ref, t_cached, 10)
 
     def chat_loop(mod, enc):
         convo = conversation(mod, 100, 4, words_per_message=40)
@@ -244,7 +254,7 @@ def bench_render(ref, ours, eref, eours, repeat: int) -> None:
 
         return run
 
-    record("re-render a growing 50-turn chat, once per turn", median_time(chat_loop(ref, eref), max(3, repeat // 3)), median_time(chat_loop(ours, eours), max(3, repeat // 3)), 30)
+    record("re-render a growing 50-turn chat, once per turn", *paired_times(chat_loop(ref, eref), chat_loop(ours, eours), max(3, repeat // 3)), 30)
 
     def threads(enc, convo, n_threads: int, per_thread: int) -> float:
         """Renders per second with ``n_threads`` threads started together (a barrier)."""
@@ -281,15 +291,19 @@ def bench_encode(eref, eours, tk, repeat: int) -> None:
     a = eref.encode(text, disallowed_special=())
     b = eours.encode(text, disallowed_special=())
     assert a == b, "encode mismatch"
-    t_ref = median_time(lambda: eref.encode(text, disallowed_special=()), max(3, repeat // 3))
-    t_ours = median_time(lambda: eours.encode(text, disallowed_special=()), max(3, repeat // 3))
-    t_tk = median_time(lambda: tk.encode(text, disallowed_special=()), max(3, repeat // 3)) if tk else None
+    fns = [lambda: eref.encode(text, disallowed_special=()), lambda: eours.encode(text, disallowed_special=())]
+    if tk:
+        fns.append(lambda: tk.encode(text, disallowed_special=()))
+    t_ref, t_ours, *t_tk_ = interleaved_times(fns, max(3, repeat // 3))
+    t_tk = t_tk_[0] if t_tk_ else None
     record("encode 1.7 MB of mixed text", t_ref, t_ours, 3, tiktoken=t_tk)
     if t_tk:
         record("encode 1.7 MB of mixed text, vs tiktoken", t_tk, t_ours, 1.5)
     long = "a" * 16000
     assert eref.encode(long) == eours.encode(long)
-    record('encode "a" * 16000 (one long piece)', median_time(lambda: eref.encode(long), repeat), median_time(lambda: eours.encode(long), repeat), 50, tiktoken=median_time(lambda: tk.encode(long), repeat) if tk else None)
+    fns = [lambda: eref.encode(long), lambda: eours.encode(long)] + ([lambda: tk.encode(long)] if tk else [])
+    t_ref, t_ours, *t_tk_ = interleaved_times(fns, repeat)
+    record('encode "a" * 16000 (one long piece)', t_ref, t_ours, 50, tiktoken=t_tk_[0] if t_tk_ else None)
 
 
 def bench_parse(ref, ours, eref, eours, repeat: int) -> None:
