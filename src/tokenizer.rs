@@ -66,7 +66,7 @@ pub struct Tokenizer {
     blob: &'static [u8],
     /// Ordinary tokens of up to [`SHORT`] bytes by their bytes packed into a `u64`
     /// ([`short_key`]): a lookup hashes one integer and compares no bytes.
-    short: ShortTable,
+    short: FxHashMap<u64, Rank>,
     /// The longer ordinary tokens.
     encoder: FxHashMap<&'static [u8], Rank>,
     special_names: Vec<String>,
@@ -122,73 +122,6 @@ fn special_name(id: Rank) -> String {
     }
 }
 
-/// Open-addressing table of the short tokens: `[key, rank]` pairs (16 bytes, four to a
-/// cache line), linear probing, at most half full. Key 0 marks an empty entry: no non-empty
-/// byte string has key 0 (its length byte is non-zero and [`short_key`]'s mixing is a
-/// bijection that maps only 0 to 0). The home entry of a key is known before the lookup,
-/// so it can be prefetched ([`ShortTable::prefetch`]).
-struct ShortTable {
-    entries: Vec<[u64; 2]>,
-    shift: u32,
-}
-
-impl ShortTable {
-    fn with_capacity(n: usize) -> ShortTable {
-        let size = (2 * n.max(1)).next_power_of_two();
-        ShortTable { entries: vec![[0, 0]; size], shift: 64 - size.trailing_zeros() }
-    }
-
-    #[inline]
-    fn home(&self, key: u64) -> usize {
-        (key >> self.shift) as usize
-    }
-
-    fn insert(&mut self, key: u64, rank: Rank) {
-        debug_assert!(key != 0);
-        let mask = self.entries.len() - 1;
-        let mut i = self.home(key);
-        while self.entries[i][0] != 0 {
-            i = (i + 1) & mask;
-        }
-        self.entries[i] = [key, rank as u64];
-    }
-
-    /// The rank of a non-zero key.
-    #[inline]
-    fn get(&self, key: u64) -> Option<Rank> {
-        let mask = self.entries.len() - 1;
-        let mut i = self.home(key);
-        loop {
-            let [k, r] = self.entries[i];
-            if k == key {
-                return Some(r as Rank);
-            }
-            if k == 0 {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    #[inline(always)]
-    fn prefetch(&self, key: u64) {
-        prefetch(&self.entries[self.home(key)]);
-    }
-}
-
-/// Asks the CPU to start loading the cache line of `x` (a hint: no effect on results).
-#[inline(always)]
-fn prefetch<T>(x: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes nothing the program can observe; the
-    // address is that of a live value anyway.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
-}
-
 impl Tokenizer {
     fn build() -> Tokenizer {
         let n = u32::from_le_bytes(RANKS_BIN[0..4].try_into().unwrap());
@@ -199,7 +132,7 @@ impl Tokenizer {
         let n_short = (0..n as usize)
             .filter(|&r| (u16::from_le_bytes([lens[2 * r], lens[2 * r + 1]]) as usize) <= SHORT)
             .count();
-        let mut short = ShortTable::with_capacity(n_short);
+        let mut short = FxHashMap::with_capacity_and_hasher(n_short, Default::default());
         let mut encoder =
             FxHashMap::with_capacity_and_hasher(n as usize - n_short, Default::default());
         let mut pos = 0u32;
@@ -290,9 +223,16 @@ impl Tokenizer {
     /// that work instead of stalling the decode that follows.
     #[inline(always)]
     pub fn prefetch_id(&self, id: Rank) {
+        #[cfg(target_arch = "x86_64")]
         if let Some(slot) = self.slots.get(id as usize) {
-            prefetch(slot);
+            // SAFETY: a prefetch never faults and changes nothing the program can observe;
+            // the address is that of a live slot anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.as_ptr().cast());
+            }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = id;
     }
 
     /// Touches the slots of `tokens` up front so that their cache misses overlap instead of
@@ -322,10 +262,7 @@ impl Tokenizer {
     #[inline]
     pub fn rank_of(&self, bytes: &[u8]) -> Option<Rank> {
         if bytes.len() <= SHORT {
-            if bytes.is_empty() {
-                return None;
-            }
-            self.short.get(short_key(bytes))
+            self.short.get(&short_key(bytes)).copied()
         } else {
             self.encoder.get(bytes).copied()
         }
@@ -360,35 +297,11 @@ impl Tokenizer {
 
     /// Like [`encode_ordinary`](Self::encode_ordinary), appending to `out`.
     pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<Rank>) {
-        // Pieces are found AHEAD of their lookup and their table entries prefetched, so the
-        // cache misses of several lookups overlap (the table is larger than the caches).
-        const AHEAD: usize = 8;
-        let bytes = text.as_bytes();
-        let mut ring = [(0usize, 0usize); AHEAD];
-        let (mut found, mut done) = (0usize, 0usize);
         let mut pos = 0;
-        loop {
-            while found - done < AHEAD && pos < text.len() {
-                let end = self.next_piece(text, pos);
-                self.prefetch_rank(&bytes[pos..end]);
-                ring[found % AHEAD] = (pos, end);
-                found += 1;
-                pos = end;
-            }
-            if done == found {
-                break;
-            }
-            let (s, e) = ring[done % AHEAD];
-            done += 1;
-            self.encode_piece(&bytes[s..e], out);
-        }
-    }
-
-    /// Starts loading what [`rank_of`](Self::rank_of) will read for `bytes` (short ones).
-    #[inline(always)]
-    fn prefetch_rank(&self, bytes: &[u8]) {
-        if !bytes.is_empty() && bytes.len() <= SHORT {
-            self.short.prefetch(short_key(bytes));
+        while pos < text.len() {
+            let end = self.next_piece(text, pos);
+            self.encode_piece(&text.as_bytes()[pos..end], out);
+            pos = end;
         }
     }
 
@@ -464,9 +377,6 @@ impl Tokenizer {
             }
         };
         let mut parts: Vec<(usize, Rank)> = (0..=piece.len()).map(|i| (i, Rank::MAX)).collect();
-        for w in piece.windows(2) {
-            self.prefetch_rank(w);
-        }
         for i in 0..parts.len().saturating_sub(2) {
             parts[i].1 = rank(&parts, i);
         }
