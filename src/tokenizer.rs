@@ -5,8 +5,9 @@
 //! * Ids 199,998..=201,088 are special tokens (`<|start|>`, `<|channel|>`, ... and
 //!   `<|reserved_N|>` for the rest), as in openai-harmony 0.0.8.
 //! * Pre-tokenization follows the o200k pattern exactly. The pattern's one look-ahead
-//!   alternative (`\s+(?!\S)`) is emulated after a look-ahead-free match, so a DFA regex can
-//!   be used (the reference uses a backtracking engine).
+//!   alternative (`\s+(?!\S)`) is emulated after a look-ahead-free match, so a DFA can be
+//!   used (the reference uses a backtracking engine): each piece starts where the previous one
+//!   ended, and one anchored forward scan of a lazy DFA finds its end.
 //! * Merging is the reference's "lowest rank first, leftmost on ties" rule; long pieces use a
 //!   heap so that a 16,000-character piece costs O(n log n) instead of O(n^2).
 
@@ -71,7 +72,17 @@ pub struct Tokenizer {
     encoder: FxHashMap<&'static [u8], Rank>,
     special_names: Vec<String>,
     special_ids: FxHashMap<String, Rank>,
-    regex: regex_automata::meta::Regex,
+    /// The pre-tokenizer as a forward lazy DFA: a piece starts where the previous one ended,
+    /// so an anchored forward scan finds its end (no reverse scan for the start).
+    dfa: regex_automata::hybrid::dfa::DFA,
+    /// The same pattern for the rare searches the lazy DFA gives up on (built then).
+    regex: OnceLock<regex_automata::meta::Regex>,
+}
+
+/// This thread's search caches of the pre-tokenizer.
+struct SearchCache {
+    dfa: regex_automata::hybrid::dfa::Cache,
+    regex: Option<regex_automata::meta::Cache>,
 }
 
 static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
@@ -124,6 +135,11 @@ fn special_name(id: Rank) -> String {
 
 impl Tokenizer {
     fn build() -> Tokenizer {
+        Self::build_with(regex_automata::hybrid::dfa::DFA::config())
+    }
+
+    /// `dfa`: the lazy DFA's configuration (tests make it give up, to check the fallback).
+    fn build_with(dfa: regex_automata::hybrid::dfa::Config) -> Tokenizer {
         let n = u32::from_le_bytes(RANKS_BIN[0..4].try_into().unwrap());
         assert_eq!(n, N_BASE, "embedded rank table is corrupt");
         let lens = &RANKS_BIN[4..4 + 2 * n as usize];
@@ -164,8 +180,11 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, s)| (s.clone(), N_BASE + i as Rank))
             .collect();
-        let regex = regex_automata::meta::Regex::new(PATTERN).expect("o200k pattern compiles");
-        Tokenizer { slots, blob, short, encoder, special_names, special_ids, regex }
+        let dfa = regex_automata::hybrid::dfa::DFA::builder()
+            .configure(dfa)
+            .build(PATTERN)
+            .expect("o200k pattern compiles");
+        Tokenizer { slots, blob, short, encoder, special_names, special_ids, dfa, regex: OnceLock::new() }
     }
 
     /// Number of ids (201,089).
@@ -297,41 +316,68 @@ impl Tokenizer {
 
     /// Like [`encode_ordinary`](Self::encode_ordinary), appending to `out`.
     pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<Rank>) {
-        let mut pos = 0;
-        while pos < text.len() {
-            let end = self.next_piece(text, pos);
-            self.encode_piece(&text.as_bytes()[pos..end], out);
-            pos = end;
+        self.with_cache(|cache| {
+            let mut pos = 0;
+            while pos < text.len() {
+                let end = self.next_piece(cache, text, pos);
+                self.encode_piece(&text.as_bytes()[pos..end], out);
+                pos = end;
+            }
+        })
+    }
+
+    /// Runs `f` with this thread's search cache of the pre-tokenizer (taken once per call
+    /// rather than once per piece, as `Regex::search` would).
+    fn with_cache<R>(&self, f: impl FnOnce(&mut SearchCache) -> R) -> R {
+        thread_local! {
+            static CACHE: std::cell::RefCell<Option<SearchCache>> = const { std::cell::RefCell::new(None) };
         }
+        let new = || SearchCache { dfa: self.dfa.create_cache(), regex: None };
+        CACHE.with(|c| match c.try_borrow_mut() {
+            Ok(mut slot) => f(slot.get_or_insert_with(new)),
+            // (re-entered on this thread, which the tokenizer never does: a fresh cache)
+            Err(_) => f(&mut new()),
+        })
     }
 
     /// Calls `f` with each pre-tokenizer piece of `text` (for tests and tools).
     pub fn pieces<'a>(&self, text: &'a str) -> Vec<&'a str> {
-        let mut v = Vec::new();
-        let mut pos = 0;
-        while pos < text.len() {
-            let end = self.next_piece(text, pos);
-            v.push(&text[pos..end]);
-            pos = end;
-        }
-        v
+        self.with_cache(|cache| {
+            let mut v = Vec::new();
+            let mut pos = 0;
+            while pos < text.len() {
+                let end = self.next_piece(cache, text, pos);
+                v.push(&text[pos..end]);
+                pos = end;
+            }
+            v
+        })
     }
 
     /// End of the pre-tokenizer piece starting at `pos` (every position starts a piece).
     #[inline]
-    fn next_piece(&self, text: &str, pos: usize) -> usize {
+    fn next_piece(&self, cache: &mut SearchCache, text: &str, pos: usize) -> usize {
         let input = regex_automata::Input::new(text)
             .range(pos..)
             .anchored(regex_automata::Anchored::Yes);
-        let m = match self.regex.search(&input) {
-            Some(m) if m.start() == pos => m,
+        let end = match self.dfa.try_search_fwd(&mut cache.dfa, &input) {
+            Ok(Some(m)) => Some(m.offset()),
+            Ok(None) => None,
+            // the lazy DFA gave up (its cache thrashed): the full regex engine
+            Err(_) => {
+                let re = self.regex.get_or_init(|| regex_automata::meta::Regex::new(PATTERN).expect("o200k pattern compiles"));
+                let c = cache.regex.get_or_insert_with(|| re.create_cache());
+                re.search_with(c, &input).filter(|m| m.start() == pos).map(|m| m.end())
+            }
+        };
+        let end = match end {
+            Some(end) if end > pos => end,
             // Unreachable for valid UTF-8: every character matches some alternative. Be safe.
             _ => {
                 let c = text[pos..].chars().next().map_or(1, |c| c.len_utf8());
                 return pos + c;
             }
         };
-        let end = m.end();
         let piece = &text[pos..end];
         // Emulate `\s+(?!\S)`: a whitespace run (without a trailing newline, which the
         // `\s*[\r\n]+` alternative would have taken) that is followed by a non-space
@@ -618,6 +664,23 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn prop_dfa_fallback_gives_the_same_pieces(s in "\\PC{0,120}|[ \t\r\n\u{a0}\u{3000}a-z'.]{0,60}") {
+            // a lazy DFA that gives up at once: every piece comes from the fallback engine
+            use std::sync::OnceLock;
+            static GIVE_UP: OnceLock<Tokenizer> = OnceLock::new();
+            let t = GIVE_UP.get_or_init(|| {
+                Tokenizer::build_with(
+                    regex_automata::hybrid::dfa::DFA::config()
+                        .cache_capacity(0)
+                        .skip_cache_capacity_check(true)
+                        .minimum_cache_clear_count(Some(0)),
+                )
+            });
+            proptest::prop_assert_eq!(t.pieces(&s), tokenizer().pieces(&s));
+            proptest::prop_assert_eq!(t.encode_ordinary(&s), tokenizer().encode_ordinary(&s));
+        }
+
         #[test]
         fn prop_heap_equals_small(s in "\\PC{0,80}") {
             let (a, b) = merge_both(s.as_bytes());
