@@ -427,7 +427,12 @@ def mutate(tokens: list[int], ops, ref_enc, byte_tokens) -> list[int]:
                                       max_size=8).map("".join)))
 def test_encode(ref, ours, text):
     for what, kwargs in [("ordinary", {"disallowed_special": ()}), ("allowed_all", {"allowed_special": "all"}),
-                         ("default", {})]:
+                         ("default", {}),
+                         ("some_allowed", {"allowed_special": {"<|start|>", "<|end|>", "<|reserved_200100|>"}}),
+                         ("allowed_and_disallowed", {"allowed_special": {"<|start|>", "<|message|>"},
+                                                     "disallowed_special": {"<|start|>", "<|end|>"}}),
+                         ("all_but_disallowed", {"allowed_special": "all", "disallowed_special": ["<|channel|>"]}),
+                         ("unknown_names", {"allowed_special": {"<|nope|>"}, "disallowed_special": {"<|nope|>", "lo"}})]:
         r = outcome(lambda: ref.enc.encode(text, **kwargs))
         o = outcome(lambda: ours.enc.encode(text, **kwargs))
         assert_same(f"encode[{what}]({text!r})", r, o)

@@ -631,21 +631,35 @@ class HarmonyEncoding:
     ) -> List[int]:
         """Encode text. Special-token strings raise HarmonyError unless allowed (then they become
         special ids) or removed from ``disallowed_special`` (then they are ordinary text)."""
-        allowed = self._names if allowed_special == "all" else frozenset(allowed_special)
-        disallowed = self._names - allowed if disallowed_special == "all" else frozenset(disallowed_special)
-        allowed_ids = [i for i in map(self._inner.special_token_id, allowed) if i is not None]
-        disallowed_ids = [i for i in map(self._inner.special_token_id, disallowed) if i is not None]
-        extra = disallowed - self._names
-        if extra:
-            m = _extra_disallowed_regex(extra).search(text)
-            if m:
-                raise HarmonyError(f"Encountered text corresponding to disallowed special token {m.group()!r}.")
+        # (the common cases, "all" and the empty set, cross as None / [] without a lookup)
+        allowed_ids: Optional[List[int]] = None
+        if allowed_special != "all":
+            allowed_ids = [self._special_ids[n] for n in allowed_special if n in self._special_ids] if allowed_special else []
+        disallowed_ids: Optional[List[int]] = None
+        disallow_rest = disallowed_special == "all"
+        if not disallow_rest:
+            disallowed = frozenset(disallowed_special)  # as given (even names also allowed, like tiktoken)
+            disallowed_ids = [self._special_ids[n] for n in disallowed if n in self._special_ids]
+            extra = disallowed - self._names
+            if extra:
+                m = _extra_disallowed_regex(extra).search(text)
+                if m:
+                    raise HarmonyError(f"Encountered text corresponding to disallowed special token {m.group()!r}.")
         try:
-            return self._inner.encode(text, allowed_ids, disallowed_ids or None)
+            return self._inner.encode(text, allowed_ids, disallowed_ids, disallow_rest)
         except UnicodeEncodeError:
             # Lone surrogates: pair what pairs, replace the rest (the reference does the same).
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-            return self._inner.encode(text, allowed_ids, disallowed_ids or None)
+            return self._inner.encode(text, allowed_ids, disallowed_ids, disallow_rest)
+
+    @property
+    def _special_ids(self) -> Dict[str, int]:
+        """Special token name -> id (built on first use)."""
+        d = self.__dict__.get("_special_ids_map")
+        if d is None:
+            d = {n: self._inner.special_token_id(n) for n in self._names}
+            self.__dict__["_special_ids_map"] = d
+        return d
 
     def encode_ordinary(self, text: str) -> List[int]:
         """Encode text with every special-token string treated as ordinary text."""

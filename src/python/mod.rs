@@ -518,27 +518,35 @@ impl NativeEncoding {
         ids_to_list(py, ids)
     }
 
-    /// Encodes with special-token handling. `allowed`: ids of special tokens to encode as
-    /// such; `disallowed`: ids whose text raises HarmonyError (None: no check).
-    #[pyo3(signature = (text, allowed, disallowed=None))]
-    fn encode<'py>(&self, py: Python<'py>, text: &str, allowed: Vec<Rank>, disallowed: Option<Vec<Rank>>) -> PyResult<Bound<'py, PyList>> {
+    /// Encodes `text`. `allowed`: the special ids whose strings become special tokens (None:
+    /// all of them). `disallowed`: the special ids whose strings are an error; `disallow_rest`:
+    /// every special id that is not allowed is disallowed (the default of `encode`).
+    #[pyo3(signature = (text, allowed=None, disallowed=None, disallow_rest=false))]
+    fn encode<'py>(&self, py: Python<'py>, text: &str, allowed: Option<Vec<Rank>>, disallowed: Option<Vec<Rank>>, disallow_rest: bool) -> PyResult<Bound<'py, PyList>> {
         let ids = guarded(py, || {
             let t = tokenizer();
-            let mut allow = vec![false; (N_VOCAB - crate::tokenizer::N_BASE) as usize];
-            let n_special = allow.len();
+            let n_special = (N_VOCAB - crate::tokenizer::N_BASE) as usize;
             let idx = move |id: Rank| id.checked_sub(crate::tokenizer::N_BASE).map(|i| i as usize).filter(|&i| i < n_special);
-            for a in &allowed {
+            let mut allow = vec![allowed.is_none(); n_special];
+            for a in allowed.iter().flatten() {
                 if let Some(i) = idx(*a) {
                     allow[i] = true;
                 }
             }
-            if let Some(dis) = &disallowed {
-                let mut deny = vec![false; allow.len()];
-                for d in dis {
-                    if let Some(i) = idx(*d) {
-                        deny[i] = true;
+            let deny: Option<Vec<bool>> = if disallow_rest {
+                Some(allow.iter().map(|a| !a).collect())
+            } else {
+                disallowed.map(|dis| {
+                    let mut deny = vec![false; n_special];
+                    for d in dis {
+                        if let Some(i) = idx(d) {
+                            deny[i] = true;
+                        }
                     }
-                }
+                    deny
+                })
+            };
+            if let Some(deny) = deny.filter(|d| d.contains(&true)) {
                 if let Some((s, e, _)) = t.find_special(text, |id| deny[idx(id).unwrap()]) {
                     return Err(Err_::DisallowedSpecial { token: text[s..e].to_string() });
                 }
