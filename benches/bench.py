@@ -299,6 +299,11 @@ def bench_encode(eref, eours, tk, repeat: int) -> None:
     record("encode 1.7 MB of mixed text", t_ref, t_ours, 3, tiktoken=t_tk)
     if t_tk:
         record("encode 1.7 MB of mixed text, vs tiktoken", t_tk, t_ours, 1.5)
+    short = "Hello, world! How are you today?"
+    for label, kwargs in [("default arguments", {}), ('allowed_special="all"', {"allowed_special": "all"})]:
+        assert eref.encode(short, **kwargs) == eours.encode(short, **kwargs)
+        t_ref, t_ours = paired_times(lambda: eref.encode(short, **kwargs), lambda: eours.encode(short, **kwargs), 3 * repeat)
+        record(f"  encode a short string, {label}", t_ref, t_ours, 1, note="(no target in the issue: not slower than the reference)")
     long = "a" * 16000
     assert eref.encode(long) == eours.encode(long)
     fns = [lambda: eref.encode(long), lambda: eours.encode(long)] + ([lambda: tk.encode(long)] if tk else [])

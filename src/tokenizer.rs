@@ -304,7 +304,7 @@ impl Tokenizer {
             )),
             other => other,
         })?;
-        String::from_utf8(bytes).map_err(|e| HarmonyError::InvalidUtf8(e.to_string()))
+        String::from_utf8(bytes).map_err(|e| HarmonyError::InvalidUtf8(format!("Invalid utf-8 sequence: {}", e.utf8_error())))
     }
 
     /// Encodes text with no special-token handling: `<|end|>` in the text is ordinary text.

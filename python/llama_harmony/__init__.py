@@ -670,15 +670,15 @@ class HarmonyEncoding:
 
     def decode_bytes(self, tokens: Sequence[int]) -> bytes:
         """The raw bytes of ``tokens`` (special tokens as their names)."""
-        return self._inner.decode_bytes(list(tokens))
+        return self._inner.decode_bytes(tokens)
 
     def decode(self, tokens: Sequence[int], errors: str = "replace") -> str:
         """Decode to text; invalid UTF-8 handled per ``errors`` (default: U+FFFD)."""
-        return self._inner.decode_bytes(list(tokens)).decode("utf-8", errors=errors)
+        return self._inner.decode_bytes(tokens).decode("utf-8", errors=errors)
 
     def decode_utf8(self, tokens: Sequence[int]) -> str:
         """Decode to text, raising HarmonyError on invalid UTF-8."""
-        return self._inner.decode_utf8(list(tokens))
+        return self._inner.decode_utf8(tokens)
 
     def is_special_token(self, token: int) -> bool:
         return self._inner.is_special_token(token)

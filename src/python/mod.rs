@@ -556,19 +556,19 @@ impl NativeEncoding {
         ids_to_list(py, ids)
     }
 
-    fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes = guarded(py, || {
-            let ids = to_ranks(&ids)?;
-            tokenizer().decode_bytes(&ids)
-        })?;
+    /// `ids`: a list (fastest), a tuple or any iterable of ints.
+    fn decode_bytes<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut ranks = Vec::new();
+        parser::read_ids(ids, &mut ranks, rank_for_decoding)?;
+        let bytes = guarded(py, || tokenizer().decode_bytes(&ranks))?;
         Ok(PyBytes::new(py, &bytes))
     }
 
-    fn decode_utf8(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
-        guarded(py, || {
-            let ids = to_ranks(&ids).map_err(|e| Err_::InvalidUtf8(format!("Invalid token error: {e}")))?;
-            tokenizer().decode_utf8(&ids)
-        })
+    /// `ids`: a list (fastest), a tuple or any iterable of ints.
+    fn decode_utf8(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
+        let mut ranks = Vec::new();
+        parser::read_ids(ids, &mut ranks, rank_for_decoding)?;
+        guarded(py, || tokenizer().decode_utf8(&ranks))
     }
 
     /// Bytes of every token id 0..n (special tokens: their names), for building GGUF vocabularies.
@@ -619,10 +619,10 @@ impl NativeEncoding {
     }
 }
 
-fn to_ranks(ids: &[i64]) -> crate::Result<Vec<Rank>> {
-    ids.iter()
-        .map(|&i| u32::try_from(i).map_err(|_| Err_::InvalidArgument(format!("Invalid token for decoding: {i}"))))
-        .collect()
+/// An id to decode: outside 0..2^32 it is the reference's OverflowError (ids in range but
+/// outside the vocabulary are the tokenizer's error).
+fn rank_for_decoding(i: i64) -> PyResult<Rank> {
+    u32::try_from(i).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("out of range integral type conversion attempted"))
 }
 
 /// The browser and python tool namespaces, as the reference ships them (generated data in

@@ -240,9 +240,15 @@ fn int_value(item: &Bound<'_, PyAny>) -> PyResult<i64> {
     item.extract::<i64>()
 }
 
-/// Reads a sequence of ids (a list or tuple directly, any other iterable item by item) into
-/// `out`, without an intermediate `Vec<i64>`. A `str` is refused, as a `Vec` extraction does.
+/// Reads the ids of a parser's input (see [`read_ids`]).
 fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyResult<()> {
+    read_ids(ids, out, |v| to_rank(v, mode))
+}
+
+/// Reads a sequence of ids (a list or tuple directly, any other iterable item by item) into
+/// `out`, each converted by `conv`, without an intermediate `Vec<i64>`. A `str` is refused,
+/// as a `Vec` extraction does.
+pub(super) fn read_ids(ids: &Bound<'_, PyAny>, out: &mut Vec<Rank>, conv: impl Fn(i64) -> PyResult<Rank>) -> PyResult<()> {
     out.clear();
     // each id's token bytes start loading while the next ids are read
     let tk = tokenizer();
@@ -267,7 +273,7 @@ fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyRes
                     Bound::from_borrowed_ptr(list.py(), p).extract::<i64>()?
                 }
             };
-            let r = to_rank(v, mode)?;
+            let r = conv(v)?;
             tk.prefetch_id(r);
             out.push(r);
         }
@@ -275,7 +281,7 @@ fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyRes
         out.reserve(tuple.len());
         // borrowed items: a tuple cannot change
         for item in tuple.iter_borrowed() {
-            let r = to_rank(int_value(&item)?, mode)?;
+            let r = conv(int_value(&item)?)?;
             tk.prefetch_id(r);
             out.push(r);
         }
@@ -285,7 +291,7 @@ fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyRes
         ));
     } else {
         for item in ids.try_iter()? {
-            out.push(to_rank(int_value(&item?)?, mode)?);
+            out.push(conv(int_value(&item?)?)?);
         }
     }
     Ok(())
