@@ -74,6 +74,24 @@ def median_time(fn: Callable[[], object], repeat: int, min_time: float = 0.0) ->
     return statistics.median(times)
 
 
+def calibration_ms() -> float:
+    """Median time of a fixed pure-Python loop (ms), printed at the start and the end of a run,
+    so that a run made while something else loaded this shared machine can be told from a
+    quiet one."""
+    def spin() -> None:
+        x = 0
+        for i in range(300_000):
+            x += i
+
+    return statistics.median(_wall(spin) for _ in range(5)) * 1e3
+
+
+def _wall(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def interleaved_times(fns: "List[Callable[[], object]]", repeat: int) -> "List[float]":
     """Medians of the functions timed in turn (a, b, a, b, ...), with the garbage collector
     paused: drift in the machine's state (load on the other core from outside, caches, the
@@ -374,6 +392,7 @@ def main(argv=None) -> int:
     eref = ref.load_harmony_encoding(ref.HarmonyEncodingName.HARMONY_GPT_OSS)
     eours = ours.load_harmony_encoding(ours.HarmonyEncodingName.HARMONY_GPT_OSS)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
+    cal_start = calibration_ms()
     groups = args.only or ["process", "render", "encode", "parse", "e2e"]
     if "process" in groups:
         bench_process(env_ref, repeat)
@@ -388,6 +407,8 @@ def main(argv=None) -> int:
         import bench_e2e
 
         bench_e2e.run(repeat=max(3, repeat // 2), record_fn=record, enc=eours)
+    print(f"\ncalibration loop: {cal_start:.1f} ms at the start, {calibration_ms():.1f} ms at the end "
+          "(the same on a quiet machine; higher: something else was running)")
     missed = [r["workload"] for r in RESULTS if not r["ok"]]
     print(f"\n{len(RESULTS) - len(missed)} of {len(RESULTS)} targets met" + (f"; missed: {', '.join(missed)}" if missed else ""))
     if args.json:
