@@ -77,13 +77,14 @@ pub struct Tokenizer {
     dfa: regex_automata::hybrid::dfa::DFA,
     /// The same pattern for the rare searches the lazy DFA gives up on (built then).
     regex: OnceLock<regex_automata::meta::Regex>,
+    /// Search caches not in use: a call takes one and gives it back, so the lazy DFA's states
+    /// and the recent lookups outlive the threads that built them (a server thread per
+    /// request); at most one per concurrent call is ever made.
+    caches: std::sync::Mutex<Vec<SearchCache>>,
 }
 
 /// This thread's search caches of the pre-tokenizer.
 struct SearchCache {
-    /// The tokenizer these caches belong to (a DFA's cache serves that DFA only; tests build
-    /// a second tokenizer).
-    owner: *const Tokenizer,
     dfa: regex_automata::hybrid::dfa::Cache,
     regex: Option<regex_automata::meta::Cache>,
     /// Recent whole-piece lookups of short pieces, direct-mapped by key: `(key, rank)`,
@@ -94,6 +95,9 @@ struct SearchCache {
 
 /// Entries of [`SearchCache::hot`] (a power of two; 16 bytes each).
 const HOT: usize = 1 << 14;
+
+/// Search caches kept for later threads (more are dropped when their thread ends).
+const MAX_POOLED: usize = 8;
 
 static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
 
@@ -194,7 +198,17 @@ impl Tokenizer {
             .configure(dfa)
             .build(PATTERN)
             .expect("o200k pattern compiles");
-        Tokenizer { slots, blob, short, encoder, special_names, special_ids, dfa, regex: OnceLock::new() }
+        Tokenizer {
+            slots,
+            blob,
+            short,
+            encoder,
+            special_names,
+            special_ids,
+            dfa,
+            regex: OnceLock::new(),
+            caches: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// Number of ids (201,089).
@@ -340,28 +354,56 @@ impl Tokenizer {
         })
     }
 
-    /// Runs `f` with this thread's search cache of the pre-tokenizer (taken once per call
-    /// rather than once per piece, as `Regex::search` would).
+    /// Runs `f` with a search cache (taken once per call rather than once per piece, as
+    /// `Regex::search` would). The shared tokenizer keeps one per thread, so a thread's
+    /// tables stay in its core's caches; a thread's cache goes back to the pool when the
+    /// thread ends (a server thread per request), and new threads take from the pool.
     fn with_cache<R>(&self, f: impl FnOnce(&mut SearchCache) -> R) -> R {
-        thread_local! {
-            static CACHE: std::cell::RefCell<Option<SearchCache>> = const { std::cell::RefCell::new(None) };
+        struct Local(Option<SearchCache>);
+        impl Drop for Local {
+            fn drop(&mut self) {
+                if let (Some(c), Some(t)) = (self.0.take(), TOKENIZER.get()) {
+                    t.give_back(c);
+                }
+            }
         }
-        let new = || SearchCache {
-            owner: self,
+        thread_local! {
+            static LOCAL: std::cell::RefCell<Local> = const { std::cell::RefCell::new(Local(None)) };
+        }
+        let mut f = Some(f);
+        if TOKENIZER.get().is_some_and(|t| std::ptr::eq(t, self)) {
+            let r = LOCAL.try_with(|l| match l.try_borrow_mut() {
+                Ok(mut l) => {
+                    let c = l.0.get_or_insert_with(|| self.take_cache());
+                    Some((f.take().expect("unused"))(c))
+                }
+                Err(_) => None, // (re-entered: never the case)
+            });
+            if let Ok(Some(r)) = r {
+                return r;
+            }
+        }
+        // another tokenizer (tests), or this thread's storage is gone (thread exit)
+        let mut c = self.take_cache();
+        let r = (f.take().expect("unused"))(&mut c);
+        self.give_back(c);
+        r
+    }
+
+    fn take_cache(&self) -> SearchCache {
+        self.caches.lock().ok().and_then(|mut v| v.pop()).unwrap_or_else(|| SearchCache {
             dfa: self.dfa.create_cache(),
             regex: None,
             hot: vec![(0, 0); HOT].into_boxed_slice(),
-        };
-        CACHE.with(|c| match c.try_borrow_mut() {
-            Ok(mut slot) => {
-                if !slot.as_ref().is_some_and(|c| std::ptr::eq(c.owner, self)) {
-                    *slot = Some(new());
-                }
-                f(slot.as_mut().expect("just set"))
-            }
-            // (re-entered on this thread, which the tokenizer never does: a fresh cache)
-            Err(_) => f(&mut new()),
         })
+    }
+
+    fn give_back(&self, c: SearchCache) {
+        if let Ok(mut v) = self.caches.lock() {
+            if v.len() < MAX_POOLED {
+                v.push(c);
+            }
+        }
     }
 
     /// Calls `f` with each pre-tokenizer piece of `text` (for tests and tools).

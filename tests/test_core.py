@@ -232,6 +232,25 @@ def test_threads_give_identical_results(enc):
     assert len(results) == 160 and all(r == expected for r in results)
 
 
+def test_short_lived_threads_encode_like_the_main_thread(enc):
+    """A thread's tokenizer caches go back to a pool when it ends and later threads reuse
+    them (a server runs a thread per request): results never depend on which thread, or
+    which cache, did the work."""
+    text = " ".join(f"w{i % 977} Ωmega {i} 漢字" for i in range(3000))
+    expected = enc.encode(text, allowed_special="all")
+    for _ in range(3):
+        results: list = []
+        threads = [threading.Thread(target=lambda: results.append(enc.encode(text, allowed_special="all"))) for _ in range(12)]
+        for t in threads[:6]:  # some one after another, then several at once
+            t.start()
+            t.join()
+        for t in threads[6:]:
+            t.start()
+        for t in threads[6:]:
+            t.join()
+        assert results == [expected] * 12
+
+
 def test_compatible_api_roundtrip():
     tools = [ToolDescription.new("get_weather", "Gets weather", {"type": "object", "properties": {"city": {"type": "string"}}})]
     convo = Conversation.from_messages(
