@@ -545,6 +545,19 @@ def test_chat_handler_through_llama(tiny_path, enc):
     llm.close()
 
 
+def test_chat_handler_passes_engine_options(tiny_path, enc):
+    llm = Llama(str(tiny_path), n_ctx=512, n_batch=256, n_threads=1, verbose=False,
+                chat_handler=HarmonyChatHandler(reuse_generated_ids=False, cot_policy="keep", constrained=True))
+    engine = llm.chat_handler.engine_for(llm)
+    assert (engine.reuse_generated_ids, engine.cot_policy, engine.constrained) == (False, "keep", True)
+    first = llm.create_chat_completion(messages=USER, tools=[WEATHER], logits_processor=forced(enc, TOOL_CALL))
+    history = USER + [_reply(first), _result(first, "sunny")]
+    llm.create_chat_completion(messages=history, tools=[WEATHER], max_tokens=1)
+    # no splicing of the model's own ids: the canonical render of the history
+    assert engine.last_prompt_ids == engine.render(history, tools=[WEATHER]) and engine.last_spliced_tokens == 0
+    llm.close()
+
+
 def test_registered_chat_format(tiny_path, enc):
     handler = register_chat_format()
     assert register_chat_format() is not handler  # registering again replaces it

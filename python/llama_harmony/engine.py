@@ -726,12 +726,13 @@ class HarmonyChatHandler:
     ``"medium"``) unless a ``reasoning_effort`` keyword reaches the handler (llama-cpp-python's
     own ``create_chat_completion`` does not forward one; call the handler directly, or use
     :class:`HarmonyEngine`, for per-request effort). One :class:`HarmonyEngine` is kept per
-    ``Llama`` object.
+    ``Llama`` object; ``cot_policy``, ``constrained`` and ``reuse_generated_ids`` are passed
+    to it (see :class:`HarmonyEngine`).
     """
 
     def __init__(self, *, reasoning_effort: Any = "medium", cot_policy: str = "spec", constrained: bool = False,
                  encoding: Any = None, model_identity: Optional[str] = None,
-                 conversation_start_date: Optional[str] = None):
+                 conversation_start_date: Optional[str] = None, reuse_generated_ids: bool = True):
         render_config(cot_policy)
         try:
             install_llama_log_filter()
@@ -740,6 +741,7 @@ class HarmonyChatHandler:
         self.reasoning_effort = reasoning_effort
         self.cot_policy = cot_policy
         self.constrained = constrained
+        self.reuse_generated_ids = bool(reuse_generated_ids)
         self.model_identity = model_identity
         self.conversation_start_date = conversation_start_date
         self._encoding = encoding
@@ -754,7 +756,7 @@ class HarmonyChatHandler:
                 if self._encoding is None:
                     self._encoding = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
                 engine = HarmonyEngine(llama, encoding=self._encoding, cot_policy=self.cot_policy,
-                                       constrained=self.constrained)
+                                       constrained=self.constrained, reuse_generated_ids=self.reuse_generated_ids)
                 self._engines[llama] = engine
             return engine
 
