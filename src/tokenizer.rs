@@ -390,8 +390,10 @@ impl Tokenizer {
         r
     }
 
+    // (the pool is only ever tried, never waited for: a busy or poisoned lock, or one a fork
+    // copied in its locked state, just means a fresh cache or one not kept)
     fn take_cache(&self) -> SearchCache {
-        self.caches.lock().ok().and_then(|mut v| v.pop()).unwrap_or_else(|| SearchCache {
+        self.caches.try_lock().ok().and_then(|mut v| v.pop()).unwrap_or_else(|| SearchCache {
             dfa: self.dfa.create_cache(),
             regex: None,
             hot: vec![(0, 0); HOT].into_boxed_slice(),
@@ -399,7 +401,7 @@ impl Tokenizer {
     }
 
     fn give_back(&self, c: SearchCache) {
-        if let Ok(mut v) = self.caches.lock() {
+        if let Ok(mut v) = self.caches.try_lock() {
             if v.len() < MAX_POOLED {
                 v.push(c);
             }
