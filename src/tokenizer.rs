@@ -230,9 +230,7 @@ impl Tokenizer {
             if len != 0xFF {
                 Some(&slot[1..1 + len as usize])
             } else {
-                let off = u32::from_le_bytes([slot[1], slot[2], slot[3], slot[4]]) as usize;
-                let n = u32::from_le_bytes([slot[5], slot[6], slot[7], slot[8]]) as usize;
-                Some(&self.blob[off..off + n])
+                Some(self.long_bytes(slot))
             }
         } else if id < N_VOCAB {
             Some(self.special_names[(id - N_BASE) as usize].as_bytes())
@@ -254,11 +252,17 @@ impl Tokenizer {
             out.extend_from_slice(&slot[1..]);
             out.truncate(old + len as usize);
         } else {
-            let off = u32::from_le_bytes([slot[1], slot[2], slot[3], slot[4]]) as usize;
-            let n = u32::from_le_bytes([slot[5], slot[6], slot[7], slot[8]]) as usize;
-            out.extend_from_slice(&self.blob[off..off + n]);
+            out.extend_from_slice(self.long_bytes(slot));
         }
         true
+    }
+
+    /// The bytes of a token longer than 15 bytes, from its slot's offset and length.
+    #[inline]
+    fn long_bytes(&self, slot: &[u8; 16]) -> &[u8] {
+        let off = u32::from_le_bytes([slot[1], slot[2], slot[3], slot[4]]) as usize;
+        let n = u32::from_le_bytes([slot[5], slot[6], slot[7], slot[8]]) as usize;
+        &self.blob[off..off + n]
     }
 
     /// Asks the CPU to start loading the slot of `id` (a hint: no effect on results). Reading

@@ -559,7 +559,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let mut ranks = Vec::new();
-        parser::read_ids(ids, &mut ranks, rank_for_decoding)?;
+        parser::read_ids(ids, &mut ranks, parser::rank_or_overflow)?;
         let bytes = guarded(py, || tokenizer().decode_bytes(&ranks))?;
         Ok(PyBytes::new(py, &bytes))
     }
@@ -567,7 +567,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_utf8(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         let mut ranks = Vec::new();
-        parser::read_ids(ids, &mut ranks, rank_for_decoding)?;
+        parser::read_ids(ids, &mut ranks, parser::rank_or_overflow)?;
         guarded(py, || tokenizer().decode_utf8(&ranks))
     }
 
@@ -619,11 +619,6 @@ impl NativeEncoding {
     }
 }
 
-/// An id to decode: outside 0..2^32 it is the reference's OverflowError (ids in range but
-/// outside the vocabulary are the tokenizer's error).
-fn rank_for_decoding(i: i64) -> PyResult<Rank> {
-    u32::try_from(i).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("out of range integral type conversion attempted"))
-}
 
 /// The browser and python tool namespaces, as the reference ships them (generated data in
 /// third_party/harmony/builtin_tools.json), as plain dicts.

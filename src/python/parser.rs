@@ -194,22 +194,22 @@ fn parse_role(role: Option<&str>) -> PyResult<Option<Role>> {
         .transpose()
 }
 
-/// An id from Python. The reference raises OverflowError for ids outside 0..2^32; the
-/// lenient and raw modes read them as an unknown id (U+FFFD).
+/// An id from Python as the reference reads it: OverflowError outside 0..2^32.
+#[inline]
+pub(super) fn rank_or_overflow(id: i64) -> PyResult<Rank> {
+    u32::try_from(id).map_err(|_| PyOverflowError::new_err("out of range integral type conversion attempted"))
+}
+
+/// An id fed to a parser: the lenient and raw modes read an id outside 0..2^32 as an
+/// unknown id (U+FFFD); the reference modes raise like the reference.
 #[inline]
 fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
-    match u32::try_from(id) {
-        Ok(t) => Ok(t),
-        Err(_) if matches!(mode, Mode::Lenient | Mode::Raw) => Ok(u32::MAX),
-        Err(_) => Err(PyOverflowError::new_err(
-            "out of range integral type conversion attempted",
-        )),
+    match mode {
+        Mode::Lenient | Mode::Raw => Ok(u32::try_from(id).unwrap_or(u32::MAX)),
+        Mode::Strict | Mode::NonStrict => rank_or_overflow(id),
     }
 }
 
-/// The value of an id read from Python. An exact `int` (what every caller passes) is read
-/// with one C call; anything else (a subclass, an `__index__` object) goes through the
-/// general conversion, which may run Python code.
 /// The value of an exact `int`.
 ///
 /// # Safety
