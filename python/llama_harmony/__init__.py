@@ -634,12 +634,12 @@ class HarmonyEncoding:
         # (the common cases, "all" and the empty set, cross as None / [] without a lookup)
         allowed_ids: Optional[List[int]] = None
         if allowed_special != "all":
-            allowed_ids = [self._special_ids[n] for n in allowed_special if n in self._special_ids] if allowed_special else []
+            allowed_ids = self._ids_of(allowed_special) if allowed_special else []
         disallowed_ids: Optional[List[int]] = None
         disallow_rest = disallowed_special == "all"
         if not disallow_rest:
             disallowed = frozenset(disallowed_special)  # as given (even names also allowed, like tiktoken)
-            disallowed_ids = [self._special_ids[n] for n in disallowed if n in self._special_ids]
+            disallowed_ids = self._ids_of(disallowed)
             extra = disallowed - self._names
             if extra:
                 m = _extra_disallowed_regex(extra).search(text)
@@ -652,14 +652,15 @@ class HarmonyEncoding:
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
             return self._inner.encode(text, allowed_ids, disallowed_ids, disallow_rest)
 
-    @property
+    @functools.cached_property
     def _special_ids(self) -> Dict[str, int]:
         """Special token name -> id (built on first use)."""
-        d = self.__dict__.get("_special_ids_map")
-        if d is None:
-            d = {n: self._inner.special_token_id(n) for n in self._names}
-            self.__dict__["_special_ids_map"] = d
-        return d
+        return {n: self._inner.special_token_id(n) for n in self._names}
+
+    def _ids_of(self, names: Collection[str]) -> List[int]:
+        """The ids of the special-token names among ``names`` (other strings are left out)."""
+        ids = self._special_ids
+        return [ids[n] for n in names if n in ids]
 
     def encode_ordinary(self, text: str) -> List[int]:
         """Encode text with every special-token string treated as ordinary text."""

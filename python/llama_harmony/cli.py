@@ -195,6 +195,16 @@ def _float_range(name: str, lo: float, hi: float):
     return conv
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that load a model (chat, serve)."""
+    p.add_argument("--model", "-m", required=True, metavar="PATH", help="gpt-oss GGUF file")
+    p.add_argument("--ctx", type=_positive_int("--ctx", 64), default=8192, metavar="N",
+                   help="context size in tokens (default 8192)")
+    p.add_argument("--threads", type=_positive_int("--threads"), default=None, metavar="N",
+                   help="CPU threads (default: llama.cpp's choice)")
+    p.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
+
+
 # ------------------------------------------------------------------------------------------------
 # render / parse
 # ------------------------------------------------------------------------------------------------
@@ -808,9 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Chat with a gpt-oss model in the terminal. Replies stream; reasoning is shown "
                                    "dimmed; tool calls are shown and their results asked for. "
                                    "Commands: /effort low|medium|high, /reset, /help, /quit.")
-    c.add_argument("--model", "-m", required=True, metavar="PATH", help="gpt-oss GGUF file")
-    c.add_argument("--ctx", type=_positive_int("--ctx", 64), default=8192, metavar="N",
-                   help="context size in tokens (default 8192)")
+    _add_model_args(c)
     c.add_argument("--temperature", type=_float_range("--temperature", 0.0, 2.0), default=1.0, metavar="T",
                    help="sampling temperature (default 1.0, as recommended for gpt-oss)")
     c.add_argument("--max-tokens", type=_positive_int("--max-tokens"), default=2048, metavar="N",
@@ -819,31 +827,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reasoning effort (default: the model's, medium)")
     c.add_argument("--system", metavar="TEXT", help="instructions for the model (a system message)")
     c.add_argument("--tools", metavar="FILE", help="JSON array of OpenAI function tools to offer")
-    c.add_argument("--threads", type=_positive_int("--threads"), default=None, metavar="N",
-                   help="CPU threads (default: llama.cpp's choice)")
     c.add_argument("--seed", type=int, default=None, help="sampling seed")
     c.add_argument("--no-color", action="store_true", help="no ANSI colors (also off when not a terminal)")
-    c.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
     c.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/chat/completions)",
                        description="Serve a gpt-oss GGUF model over an OpenAI-compatible HTTP API: "
                                    "POST /v1/chat/completions (streaming with SSE), GET /v1/models, GET /health. "
                                    "Requests take turns on the model.")
-    s.add_argument("--model", "-m", required=True, metavar="PATH", help="gpt-oss GGUF file")
+    _add_model_args(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=_positive_int("--port", 0, 65535), default=8000, help="port (default 8000)")
-    s.add_argument("--ctx", type=_positive_int("--ctx", 64), default=8192, metavar="N",
-                   help="context size in tokens (default 8192)")
     s.add_argument("--max-request-bytes", type=_positive_int("--max-request-bytes", 1024), default=1 << 20,
                    metavar="N", help="largest accepted request body (default 1048576)")
     s.add_argument("--queue-timeout", type=_float_range("--queue-timeout", 0.0, 86400.0), default=300.0,
                    metavar="SECONDS", help="how long a request waits for the model before 503 (default 300)")
     s.add_argument("--model-name", metavar="NAME", help="model id reported by the API (default: the file name)")
-    s.add_argument("--threads", type=_positive_int("--threads"), default=None, metavar="N",
-                   help="CPU threads (default: llama.cpp's choice)")
     s.add_argument("--quiet", action="store_true", help="do not log requests")
-    s.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("render", help="render a conversation JSON to Harmony tokens",
