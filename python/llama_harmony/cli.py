@@ -260,7 +260,7 @@ def _conversation_from_json(data: Any, fmt: str, cot_policy: str = "spec"):
             raise UsageError(f"not a valid Harmony conversation: {type(e).__name__}: {e}") from None
     # OpenAI chat request: converted exactly as the engine converts it.
     try:
-        from . import openai_format
+        from . import openai_request
     except ImportError as e:
         raise UsageError(f"OpenAI-format conversion is unavailable: {e}") from None
     kwargs: Dict[str, Any] = {"cot_policy": cot_policy}
@@ -271,8 +271,8 @@ def _conversation_from_json(data: Any, fmt: str, cot_policy: str = "spec"):
         if data["reasoning"].get("effort") is not None:
             kwargs["reasoning_effort"] = data["reasoning"]["effort"]
     try:
-        convo = openai_format.messages_to_conversation(data["messages"], **kwargs)
-        return convo, openai_format.render_config(cot_policy)
+        convo = openai_request.messages_to_conversation(data["messages"], **kwargs)
+        return convo, openai_request.render_config(cot_policy)
     except (KeyError, ValueError, TypeError, HarmonyError) as e:
         raise UsageError(f"not a valid OpenAI chat request: {e}") from None
 
@@ -423,10 +423,10 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     say()
 
     # 1. Rendering ---------------------------------------------------------------------------
-    from . import openai_format
+    from . import openai_request
 
     # Exactly the prompt the engine renders for turn 1 (OpenAI messages + tools -> Harmony).
-    prompt_ids = list(openai_format.render_prompt(enc, d.openai_messages_turn1(), tools=d.TOOLS))
+    prompt_ids = list(openai_request.render_prompt(enc, d.openai_messages_turn1(), tools=d.TOOLS))
     prompt_text = enc.decode(prompt_ids)
     say(style.cyan(style.bold(f"1. A conversation with a get_weather tool, rendered as a Harmony prompt "
                               f"({len(prompt_ids)} tokens)")))

@@ -6,7 +6,7 @@ text), samples token ids with ``Llama.generate`` (every sampling argument, logit
 and grammar honoured), parses the ids with llama_harmony's lenient streaming parser and
 returns OpenAI-shaped ``chat.completion`` objects or ``chat.completion.chunk`` streams with
 ``reasoning_content``/``reasoning``, ``content`` and ``tool_calls``
-(see :mod:`llama_harmony.openai_format` for the mapping policies).
+(see :mod:`llama_harmony.openai_request` and :mod:`llama_harmony.openai_output` for the mapping policies).
 
     engine = HarmonyEngine.from_path("gpt-oss-20b-mxfp4.gguf", n_ctx=16384)
     reply = engine.create_chat_completion([{"role": "user", "content": "Hi"}])
@@ -122,13 +122,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import HarmonyEncodingName, Role, StreamableParser, load_harmony_encoding
-from .openai_format import (
-    ChunkStream,
+from .openai_output import ChunkStream, ParserTracker, message_kind, new_completion_id
+from .openai_request import (
     OpenAIFormatError,
-    ParserTracker,
-    message_kind,
     messages_to_conversation,
-    new_completion_id,
     render_config,
     response_format_schema,
     tool_schemas,
@@ -330,7 +327,7 @@ class HarmonyEngine:
     :param llama: a loaded ``llama_cpp.Llama`` (gpt-oss GGUF).
     :param encoding: a :class:`~llama_harmony.HarmonyEncoding` (default: a new one).
     :param cot_policy: chain-of-thought policy for rendering history: ``"spec"``,
-        ``"reference"`` or ``"keep"`` (see :mod:`llama_harmony.openai_format`).
+        ``"reference"`` or ``"keep"`` (see :mod:`llama_harmony.openai_request`).
     :param constrained: grammar-constrain tool-call arguments and ``response_format``
         bodies (see the module docstring).
     :param reuse_generated_ids: splice the model's own ids into the next prompt when the
@@ -621,7 +618,7 @@ class HarmonyEngine:
         ``frequency_penalty``, ``tfs_z``, ``mirostat_mode``, ``mirostat_tau``,
         ``mirostat_eta``, ``logit_bias``; ``model_identity`` and ``conversation_start_date``
         reach the system message. Other keywords are ignored. Request errors
-        (:class:`~llama_harmony.openai_format.OpenAIFormatError`, :class:`ContextOverflowError`,
+        (:class:`~llama_harmony.openai_request.OpenAIFormatError`, :class:`ContextOverflowError`,
         :class:`~llama_harmony.LimitExceeded`) are raised at call time, also when streaming.
         """
         convert = {k: ignored[k] for k in ("model_identity", "conversation_start_date", "limits") if k in ignored}

@@ -98,7 +98,7 @@ def _client_error_classes() -> Dict[str, Tuple[type, ...]]:
     except Exception:
         pass
     try:
-        from .openai_format import OpenAIFormatError
+        from .openai_request import OpenAIFormatError
         out["invalid_messages"] = (OpenAIFormatError,)
     except Exception:
         pass
