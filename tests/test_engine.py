@@ -371,7 +371,7 @@ def test_llama_cpp_is_quiet_when_not_verbose(tiny_path):
 def test_log_filter_levels(capsys):
     import logging
 
-    from llama_harmony import engine as engine_mod
+    from llama_harmony import llama_backend as engine_mod
 
     logger = logging.getLogger("llama-cpp-python")
     saved = logger.level

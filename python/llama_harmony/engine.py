@@ -1,23 +1,28 @@
-"""Chat completions for gpt-oss on llama.cpp (llama-cpp-python), with Harmony done right.
+"""Chat completions for gpt-oss, with Harmony done right, on llama.cpp in this process.
 
 :class:`HarmonyEngine` renders OpenAI chat requests with llama_harmony's renderer (never the
 GGUF's Jinja template, never llama.cpp's tokenizer: ``<|start|>`` typed by a user stays
-text), samples token ids with ``Llama.generate`` (every sampling argument, logits processor
-and grammar honoured), parses the ids with llama_harmony's lenient streaming parser and
-returns OpenAI-shaped ``chat.completion`` objects or ``chat.completion.chunk`` streams with
-``reasoning_content``/``reasoning``, ``content`` and ``tool_calls``
-(see :mod:`llama_harmony.openai_request` and :mod:`llama_harmony.openai_output` for the mapping policies).
+text), samples token ids on a backend (:class:`~llama_harmony.llama_backend.LlamaBackend`:
+``Llama.generate`` with every sampling argument, logits processor and grammar honoured),
+parses the ids with llama_harmony's lenient streaming parser and returns OpenAI-shaped
+``chat.completion`` objects or ``chat.completion.chunk`` streams with
+``reasoning_content``/``reasoning``, ``content`` and ``tool_calls`` (see
+:mod:`llama_harmony.openai_request` and :mod:`llama_harmony.openai_output` for the mapping
+policies).
 
     engine = HarmonyEngine.from_path("gpt-oss-20b-mxfp4.gguf", n_ctx=16384)
     reply = engine.create_chat_completion([{"role": "user", "content": "Hi"}])
     reply["choices"][0]["message"]["content"]
 
-:class:`HarmonyChatHandler` plugs the same engine into llama-cpp-python's own API::
+Below the chat API sits one generation, a :class:`Turn`: prompt ids in, :class:`TurnEvent`
+steps out (the parser's :class:`~llama_harmony.openai_output.ParsedDelta` values plus the
+sampled :class:`~llama_harmony.sampling.TokenStep`), iterated synchronously
+(:meth:`Turn.events`) or from asyncio (:meth:`Turn.aevents`, which runs the generation in a
+worker thread), stoppable from any thread (:meth:`Turn.stop`). The HTTP server and the
+Responses API are built on it.
 
-    llm = Llama(model_path=..., chat_handler=HarmonyChatHandler())
-    llm.create_chat_completion(messages=[...], tools=[...], stream=True)
-
-or, after :func:`register_chat_format`, ``Llama(..., chat_format="gpt-oss-harmony")``.
+:class:`~llama_harmony.chat_handler.HarmonyChatHandler` plugs the same engine into
+llama-cpp-python's own API (also importable from here).
 
 Generation
 ----------
@@ -65,28 +70,18 @@ Generation
   included (as OpenAI does); ``max_tokens`` bounds the same count.
 * One request at a time per engine (a ``threading.Lock``; a stream holds it until it is
   exhausted or closed). Starting a second request in the thread that is still iterating a
-  stream raises ``RuntimeError`` instead of deadlocking.
+  stream raises ``RuntimeError`` instead of deadlocking. :meth:`Turn.stop` (any thread) ends
+  a generation at the next token.
 * ``seed``: given -> ``Llama.set_seed(seed)`` before sampling; otherwise the Llama's seed is
   left as it is (the default seed samples randomly).
-* ``logprobs`` are not supported (``logprobs: null``).
-
-llama.cpp's log
----------------
-llama-cpp-python 0.3.36 maps llama.cpp's log levels with a table that predates ggml's
-renumbering (``DEBUG=1, INFO=2, WARN=3, ERROR=4``), so with ``verbose=False`` it prints every
-WARN line (``llama_kv_cache_iswa: using full-size SWA cache ...``, ``decode: failed to find a
-memory slot ...``, ``load: setting token ... attribute``) and hides the real errors.
-:func:`install_llama_log_filter` (called by :class:`HarmonyEngine`, :meth:`HarmonyEngine.from_path`,
-:class:`HarmonyChatHandler` and :func:`register_chat_format`) replaces llama-cpp-python's
-process-wide log callback (also at import of this module when ``llama_cpp`` is already
-imported; construct the engine or handler, or call the function, before loading a ``Llama``
-to silence the load too) with one that reads the levels correctly and follows the same
-switch (llama-cpp-python's ``verbose``, i.e. the level of the ``llama-cpp-python`` logger,
-set by the most recently constructed ``Llama``): ``verbose=True`` prints every line to
-stderr as before; ``verbose=False`` drops everything except ERROR lines (and their
-continuation lines), which still reach stderr: they explain failures (a model llama.cpp
-refuses) that the Python exception does not. The failed-slot warning is handled by the
-engine (``finish_reason "length"``), so it is not an error.
+* ``logprobs=True`` (with ``top_logprobs`` 0..20) adds ``choices[0].logprobs.content``: one
+  entry per sampled token of the visible ``content`` (final, channel-less and preamble
+  messages; not headers, reasoning or tool arguments) with the token's text as
+  llama_harmony decodes it, its UTF-8 ``bytes``, its ``logprob`` and the ``top_logprobs``
+  alternatives, all read from the model's logits before any sampler (streamed chunks carry
+  the entries of the tokens whose text they carry).
+* ``replay`` (a :class:`~llama_harmony.replay.Replay`): every generation forces the next
+  recorded completion through the model (see :mod:`llama_harmony.replay`).
 
 Constrained decoding (opt-in: ``HarmonyEngine(..., constrained=True)``)
 -----------------------------------------------------------------------
@@ -109,20 +104,18 @@ rejects makes llama.cpp abort the process; do not combine token-forcing processo
 
 from __future__ import annotations
 
-import json
-import logging
+import asyncio
 import os
-import sys
 import threading
 import time
-import weakref
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import (Any, AsyncIterator, Deque, Dict, Iterator, List, Literal, Mapping, Optional,
+                    Sequence, Tuple, Union, overload)
 
 from . import HarmonyEncodingName, Role, StreamableParser, load_harmony_encoding
-from .openai_output import ChunkStream, ParserTracker, message_kind, new_completion_id
+from .openai_output import ChunkStream, ParsedDelta, ParserTracker, logprob_entry, message_kind, new_completion_id
 from .openai_request import (
     OpenAIFormatError,
     messages_to_conversation,
@@ -130,6 +123,7 @@ from .openai_request import (
     response_format_schema,
     tool_schemas,
 )
+from .sampling import EOG_IDS, MAX_TOP_LOGPROBS, SamplingParams, TokenStep
 
 __all__ = [
     "EOG_IDS",
@@ -138,21 +132,21 @@ __all__ = [
     "ModelNotFoundError",
     "ContextOverflowError",
     "HarmonyEngine",
+    "Turn",
+    "TurnEvent",
+    "TurnResult",
     "HarmonyChatHandler",
     "register_chat_format",
     "CHAT_FORMAT_NAME",
     "install_llama_log_filter",
 ]
 
-#: End-of-generation ids of gpt-oss in llama.cpp: <|endoftext|>, <|return|>, <|call|>.
-EOG_IDS = frozenset({199999, 200002, 200012})
 MESSAGE_ID = 200008
 START_ID = 200006
 END_ID = 200007
 CALL_ID = 200012
 RETURN_ID = 200002
 FIRST_SPECIAL_ID = 199998
-CHAT_FORMAT_NAME = "gpt-oss-harmony"
 
 
 class ModelError(Exception):
@@ -175,27 +169,63 @@ class ContextOverflowError(ValueError):
         self.param = "messages"
 
 
+# =================================================================================================
+# One generation
+# =================================================================================================
+
+#: Why a generation ended (:attr:`TurnResult.stop_reason`).
+StopReason = Literal["eog", "max_tokens", "context", "stop", "cancelled", "shutdown", "error"]
+
+
 @dataclass
-class _Run:
-    """Book-keeping of one generation."""
+class TurnEvent:
+    """One step of a generation: the parsed steps one sampled id produced (possibly none), the
+    sampled :class:`~llama_harmony.sampling.TokenStep`, and the kind of message body the id
+    belongs to (``"reasoning"``, ``"content"``, ``"tool"``; ``None`` for header and structural
+    ids). The last event of a generation has ``token=None`` and the parser's final steps."""
+
+    deltas: List[ParsedDelta]
+    token: Optional[TokenStep] = None
+    kind: Optional[str] = None
+
+
+@dataclass
+class TurnResult:
+    """Book-keeping of one generation (complete once its events are exhausted)."""
 
     prompt_tokens: int = 0
     max_tokens: int = 0
+    #: Every sampled id, the end-of-generation id included.
     generated: List[int] = field(default_factory=list)
+    #: Prompt tokens taken from the KV cache (None: not known).
+    cached_tokens: Optional[int] = None
+    #: Sampled ids in the bodies of reasoning (analysis) messages.
+    reasoning_tokens: int = 0
     eog: Optional[int] = None
-    truncated: bool = False
+    stop_reason: Optional[StopReason] = None
+    #: An error that ended the generation early (the backend failed mid-way).
     error: Optional[BaseException] = None
     constraints: List[str] = field(default_factory=list)
+    #: ``(kind, detail)`` of every repair the lenient parser made.
+    repairs: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def completion_tokens(self) -> int:
         """Every sampled id, the end-of-generation id included (OpenAI counts it too)."""
         return len(self.generated)
 
+    @property
+    def finish_reason(self) -> Optional[str]:
+        """``"length"`` when the output was cut (``max_tokens``, the context, a server
+        shutdown, a backend failure), else None (the caller decides ``stop``/``tool_calls``)."""
+        if self.stop_reason in ("max_tokens", "context", "shutdown", "error"):
+            return "length"
+        return None
+
 
 @dataclass
 class _Exchange:
-    """The last chat request of an engine, for prompt splicing (see the module docstring)."""
+    """A finished chat request, for prompt splicing (see the module docstring)."""
 
     normal: List[int]  # the prompt as llama_harmony renders it
     actual: List[int]  # the prompt evaluated (``normal`` with earlier generations spliced in)
@@ -204,127 +234,226 @@ class _Exchange:
     span: Any = None  # cached (model ids, canonical ids) of ``generated``, or False
 
 
-# =================================================================================================
-# llama.cpp's log
-# =================================================================================================
-
-#: ggml_log_level -> logging level (ggml: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5).
-_GGML_LEVELS = {0: 20, 1: 10, 2: 20, 3: 30, 4: 40}
-_log_state: Dict[str, Any] = {"callback": None, "last": 20}
-_LLAMA_CPP_LOGGER = logging.getLogger("llama-cpp-python")
-_log_lock = threading.Lock()
+_DONE = object()
 
 
-def _llama_log(level: int, text: Optional[bytes], user_data: Any) -> None:
-    """The log callback: print a line when its level reaches llama-cpp-python's logger level."""
-    try:
-        if level == 5:  # GGML_LOG_LEVEL_CONT: the level of the line it continues
-            py_level = _log_state["last"]
-        else:
-            py_level = _log_state["last"] = _GGML_LEVELS.get(int(level), 20)
-        threshold = _LLAMA_CPP_LOGGER.level or logging.ERROR
-        if text and py_level >= threshold:
-            print(text.decode("utf-8", "replace"), end="", flush=True, file=sys.stderr)
-    except BaseException:  # pragma: no cover - never raise into C (e.g. at interpreter shutdown)
-        pass
+class Turn:
+    """One generation on an engine: prompt ids in, :class:`TurnEvent` steps out.
 
+    Made by :meth:`HarmonyEngine.turn`. Iterate :meth:`events` (holds the model while it
+    runs) or, from asyncio, :meth:`aevents`. :meth:`stop` ends it at the next token from any
+    thread; :attr:`result` holds the counts, the stop reason and the repairs.
+    """
 
-def install_llama_log_filter() -> None:
-    """Install the log callback described in the module docstring (once per process; the
-    ctypes callback object is kept alive for the life of the process)."""
-    if _log_state["callback"] is not None:
-        return
-    with _log_lock:
-        if _log_state["callback"] is not None:
-            return
-        import ctypes
+    def __init__(self, engine: "HarmonyEngine", prompt_ids: Sequence[int], params: SamplingParams, *,
+                 processors: Sequence[Any] = (), grammar: Any = None, forced: Optional[Sequence[int]] = None,
+                 schemas: Optional[Mapping[str, Optional[dict]]] = None, response_schema: Optional[dict] = None,
+                 exchange: Optional[_Exchange] = None):
+        self.engine = engine
+        self.prompt_ids = [int(t) for t in prompt_ids]
+        engine._check_prompt(self.prompt_ids)
+        self.params = params
+        self.processors = list(processors or [])
+        self.grammar = grammar
+        self.forced = list(forced) if forced is not None else None
+        self.schemas = dict(schemas or {})
+        self.response_schema = response_schema
+        self.exchange = exchange
+        self.result = TurnResult(prompt_tokens=len(self.prompt_ids),
+                                 max_tokens=engine._max_tokens(len(self.prompt_ids), params.max_tokens))
+        self._stop: Optional[str] = None
+        self._tracker: Optional[ParserTracker] = None
+        self._started = False
+        #: Set (from the worker thread) once an :meth:`aevents` generation has really ended.
+        self.finished = threading.Event()
 
-        import llama_cpp
-        import llama_cpp.llama  # noqa: F401  (imports llama_cpp._logger, which sets its own callback first)
+    # -- control ---------------------------------------------------------------------------------
 
-        cb = llama_cpp.llama_log_callback(_llama_log)
-        llama_cpp.llama_log_set(cb, ctypes.c_void_p(0))
-        _log_state["callback"] = cb
+    def stop(self, reason: str = "stop") -> None:
+        """End the generation at the next token (thread-safe). ``reason``: ``"stop"`` (a stop
+        string was seen), ``"cancelled"`` (the client left) or ``"shutdown"`` (the server is
+        stopping: the output counts as cut, ``finish_reason "length"``)."""
+        if self._stop is None:
+            self._stop = reason
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None
 
-def _sampling_kwargs(temperature: float, top_p: float, top_k: int, min_p: float, repeat_penalty: float,
-                     extra: Mapping[str, Any]) -> Dict[str, Any]:
-    kw = {
-        "temp": float(temperature if temperature is not None else 1.0),
-        "top_p": float(top_p if top_p is not None else 1.0),
-        "top_k": int(top_k if top_k is not None else 0),
-        "min_p": float(min_p if min_p is not None else 0.0),
-        "repeat_penalty": float(repeat_penalty if repeat_penalty is not None else 1.0),
-    }
-    for name, cast in (("typical_p", float), ("frequency_penalty", float), ("presence_penalty", float),
-                       ("tfs_z", float), ("mirostat_mode", int), ("mirostat_tau", float),
-                       ("mirostat_eta", float)):
-        if extra.get(name) is not None:
-            kw[name] = cast(extra[name])
-    return kw
+    # -- the steps shared by every driver --------------------------------------------------------
 
+    def _begin(self) -> None:
+        if self._started:
+            raise RuntimeError("a Turn runs once")
+        self._started = True
+        eng, r = self.engine, self.result
+        if self.exchange is not None:
+            eng._remember(self.exchange)
+            eng.last_spliced_tokens = self.exchange.spliced
+        eng.last_prompt_ids = list(self.prompt_ids)
+        r.cached_tokens = eng.backend.cached_prefix(self.prompt_ids)
+        eng.last_reused_tokens = r.cached_tokens or 0
+        eng.last_completion_ids = r.generated
+        eng.last_constraints = r.constraints
+        self._tracker = ParserTracker(eng._new_parser(), decode=eng.encoding.decode,
+                                      parser_factory=lambda: eng._new_parser(None))
 
-class _LogitBias:
-    """``logit_bias`` ({token id: bias}) as a logits processor."""
+    def _step(self, step: TokenStep, constrained: bool) -> Tuple[TurnEvent, Any]:
+        """Parse one sampled id; returns its event and a constraint to switch to (or None)."""
+        r, tracker = self.result, self._tracker
+        tok = step.id
+        r.generated.append(tok)
+        deltas = tracker.process(tok)
+        header = tracker.current_header()
+        kind = message_kind(*header)[0] if (header is not None and tok < FIRST_SPECIAL_ID) else None
+        if kind == "reasoning":
+            r.reasoning_tokens += 1
+        switch = None
+        if (tok == MESSAGE_ID and not constrained and header is not None
+                and (self.schemas or self.response_schema is not None)
+                and len(r.generated) < r.max_tokens):
+            channel, recipient = header
+            mkind, name = message_kind(channel, recipient)
+            schema, label = None, None
+            if mkind == "tool" and self.schemas.get(name):
+                schema, label = self.schemas[name], f"tool:{name}"
+            elif mkind == "content" and channel == "final" and self.response_schema is not None:
+                schema, label = self.response_schema, "response_format"
+            if schema is not None:
+                switch = self.engine.backend.constraint(schema)
+                if switch is not None:
+                    r.constraints.append(label)
+        return TurnEvent(deltas, step, kind), switch
 
-    def __init__(self, bias: Mapping[Any, float]):
-        import numpy as np
+    def _end(self) -> TurnEvent:
+        r = self.result
+        if r.stop_reason is None:
+            r.stop_reason = "max_tokens"
+        cut = r.finish_reason == "length"
+        deltas = self._tracker.process_eos(length=cut)
+        r.repairs = list(self._tracker.repairs)
+        ex = self.exchange
+        if ex is not None and r.eog in (CALL_ID, RETURN_ID) and r.stop_reason == "eog":
+            ex.generated = list(r.generated)
+        return TurnEvent(deltas)
 
-        self.ids = np.array([int(k) for k in bias], dtype=np.int64)
-        self.values = np.array([float(v) for v in bias.values()], dtype=np.float32)
+    def _restart_args(self, switch: Any) -> Dict[str, Any]:
+        """Arguments of the generation that continues with a constraint (same ids, KV kept)."""
+        n = len(self.result.generated)
+        return dict(prompt_ids=self.prompt_ids + self.result.generated,
+                    params=replace(self.params, seed=None, grammar=None), processors=self.processors,
+                    grammar=switch, mask_specials=True,
+                    forced=self.forced[n:] if self.forced is not None else None)
 
-    def __call__(self, input_ids, scores):
-        scores[self.ids] += self.values
-        return scores
+    def _ended_by(self, step: TokenStep) -> bool:
+        """After an id was handed out: does the generation end here?"""
+        r = self.result
+        if step.id in EOG_IDS:
+            r.eog, r.stop_reason = step.id, "eog"
+            return True
+        if self._stop is not None:
+            r.stop_reason = self._stop if self._stop in ("stop", "cancelled", "shutdown") else "cancelled"
+            return True
+        if len(r.generated) >= r.max_tokens:
+            r.stop_reason = "max_tokens"
+            return True
+        return False
 
+    # -- drivers ---------------------------------------------------------------------------------
 
-class _MaskSpecials:
-    """Sets every special id except the end-of-generation ones to -inf (constrained bodies)."""
+    def events(self) -> Iterator[TurnEvent]:
+        """Run the generation here, holding the model; one event per sampled id, then the
+        final event (``token=None``)."""
+        with self.engine.backend.hold():
+            yield from self.events_held()
 
-    def __init__(self, n_vocab: int):
-        import numpy as np
-
-        ids = [i for i in range(FIRST_SPECIAL_ID, n_vocab) if i not in EOG_IDS]
-        self.ids = np.array(ids, dtype=np.int64)
-
-    def __call__(self, input_ids, scores):
-        import numpy as np
-
-        scores[self.ids] = -np.inf
-        return scores
-
-
-class _EngineLock:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owner: Optional[int] = None
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        me = threading.get_ident()
-        if self._owner == me and self._lock.locked():
-            raise RuntimeError("this engine is busy with an unfinished request in the same thread "
-                               "(exhaust or close() the previous stream first)")
-        self._lock.acquire()
-        self._owner = me
+    def events_held(self) -> Iterator[TurnEvent]:
+        """:meth:`events` for a caller that already holds the model (``engine.backend.hold()``)."""
+        backend = self.engine.backend
+        self._begin()
+        r = self.result
+        constrained = self.grammar is not None or bool(self.params.grammar)
+        gen = backend.generate(self.prompt_ids, self.params, processors=self.processors, grammar=self.grammar,
+                               forced=self.forced)
         try:
-            yield
+            if self._stop is not None or r.max_tokens <= 0:
+                r.stop_reason = "cancelled" if self._stop == "cancelled" else (self._stop or "max_tokens")
+            while r.stop_reason is None:
+                try:
+                    step = next(gen)
+                except StopIteration:  # the backend could not go on (the context is full)
+                    r.stop_reason = "context"
+                    break
+                except Exception as exc:  # noqa: BLE001 - the backend failed mid-way
+                    if not r.generated:
+                        raise
+                    r.error, r.stop_reason = exc, "error"
+                    break
+                event, switch = self._step(step, constrained)
+                yield event
+                if self._ended_by(step):
+                    break
+                if switch is not None:
+                    gen.close()
+                    constrained = True
+                    gen = backend.generate(**self._restart_args(switch))
         finally:
-            self._owner = None
-            self._lock.release()
+            gen.close()
+        yield self._end()
+
+    async def aevents(self) -> AsyncIterator[TurnEvent]:
+        """:meth:`events` from asyncio: the generation runs in a worker thread and its events are
+        handed to the event loop as they come. Leaving the loop early (``break``, an exception,
+        the task being cancelled) stops the generation at the next token; :attr:`finished` is
+        set when the worker has let go of the model."""
+        loop = asyncio.get_running_loop()
+        queue: "asyncio.Queue[Any]" = asyncio.Queue()
+
+        def post(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody listens any more
+                self.stop("cancelled")
+
+        def work() -> None:
+            try:
+                for event in self.events():
+                    post(event)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                post(_Failure(exc))
+            finally:
+                self.finished.set()
+                post(_DONE)
+
+        threading.Thread(target=work, name="llama-harmony-turn", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item
+        finally:
+            if not self.finished.is_set():
+                self.stop("cancelled")
 
 
-if "llama_cpp" in sys.modules:  # installing needs llama_cpp: done now if it is loaded, else on first use
-    try:
-        install_llama_log_filter()
-    except Exception:  # pragma: no cover
-        pass
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
+
+# =================================================================================================
+# The engine
+# =================================================================================================
 
 class HarmonyEngine:
-    """OpenAI-style chat completions for a gpt-oss ``llama_cpp.Llama``.
+    """OpenAI-style chat completions for a gpt-oss model.
 
-    :param llama: a loaded ``llama_cpp.Llama`` (gpt-oss GGUF).
+    :param llama: a loaded ``llama_cpp.Llama`` (gpt-oss GGUF); or pass ``backend``.
+    :param backend: a token backend (default: a :class:`~llama_harmony.llama_backend.LlamaBackend`
+        over ``llama``).
     :param encoding: a :class:`~llama_harmony.HarmonyEncoding` (default: a new one).
     :param cot_policy: chain-of-thought policy for rendering history: ``"spec"``,
         ``"reference"`` or ``"keep"`` (see :mod:`llama_harmony.openai_request`).
@@ -332,23 +461,27 @@ class HarmonyEngine:
         bodies (see the module docstring).
     :param reuse_generated_ids: splice the model's own ids into the next prompt when the
         request continues the last one (see "Prompt splicing" in the module docstring).
+    :param replay: a :class:`~llama_harmony.replay.Replay`: every generation forces its next
+        recorded completion (see :mod:`llama_harmony.replay`).
     """
 
-    def __init__(self, llama: Any, *, encoding: Any = None, cot_policy: str = "spec", constrained: bool = False,
-                 reuse_generated_ids: bool = True):
+    def __init__(self, llama: Any = None, *, backend: Any = None, encoding: Any = None, cot_policy: str = "spec",
+                 constrained: bool = False, reuse_generated_ids: bool = True, replay: Any = None):
         render_config(cot_policy)  # validates
-        try:
-            install_llama_log_filter()
-        except Exception:  # pragma: no cover - a stand-in llama without llama_cpp
-            pass
-        self.llama = llama
+        if backend is None:
+            if llama is None:
+                raise TypeError("HarmonyEngine needs a llama_cpp.Llama (llama=...) or a backend (backend=...)")
+            from .llama_backend import LlamaBackend
+
+            backend = LlamaBackend(llama)
+        self.backend = backend
+        #: The ``llama_cpp.Llama`` of an in-process backend (None otherwise).
+        self.llama = getattr(backend, "llama", None)
         self.encoding = encoding if encoding is not None else load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
         self.cot_policy = cot_policy
         self.constrained = bool(constrained)
-        self.model_name = os.path.basename(getattr(llama, "model_path", "") or "") or "gpt-oss"
-        self._lock = _EngineLock()
-        self._grammars: Dict[str, Any] = {}
-        self._mask: Optional[_MaskSpecials] = None
+        self.model_name = getattr(backend, "model_name", None) or "gpt-oss"
+        self.replay = replay
         #: Prompt tokens kept from the KV cache by the last request (prefix match).
         self.last_reused_tokens = 0
         #: Prompt ids of the last request.
@@ -360,7 +493,10 @@ class HarmonyEngine:
         #: Prompt ids of the last chat request copied from earlier generations (prompt splicing).
         self.last_spliced_tokens = 0
         self.reuse_generated_ids = bool(reuse_generated_ids)
-        self._exchange: Optional[_Exchange] = None
+        # Recent chat requests for prompt splicing: the last one when the model keeps one KV
+        # cache (in-process), more when several caches serve requests (llama-server replicas).
+        self._exchanges: Deque[_Exchange] = deque(maxlen=1 if getattr(backend, "serial", True) else 64)
+        self._exchange_lock = threading.Lock()
         self._turn_tail = [START_ID] + [int(t) for t in self.encoding.encode_ordinary("assistant")]
 
     # -- loading ---------------------------------------------------------------------------------
@@ -369,7 +505,7 @@ class HarmonyEngine:
     def from_path(cls, model_path: Union[str, os.PathLike], *, n_ctx: int = 8192, n_threads: Optional[int] = None,
                   seed: Optional[int] = None, verbose: bool = False, encoding: Any = None,
                   cot_policy: str = "spec", constrained: bool = False, reuse_generated_ids: bool = True,
-                  **llama_kwargs: Any) -> "HarmonyEngine":
+                  replay: Any = None, **llama_kwargs: Any) -> "HarmonyEngine":
         """Load a gpt-oss GGUF with llama-cpp-python (``swa_full`` left at its default).
 
         Raises :class:`ModelNotFoundError` for a missing file and :class:`ModelError` when
@@ -381,6 +517,8 @@ class HarmonyEngine:
         if not path.is_file():
             raise ModelError(f"model path is not a file: {str(path)!r}")
         from llama_cpp import Llama
+
+        from .llama_backend import install_llama_log_filter
 
         install_llama_log_filter()
         kwargs = dict(llama_kwargs)
@@ -402,13 +540,14 @@ class HarmonyEngine:
             raise ModelError(f"{str(path)!r} is a {arch!r} model, not gpt-oss (general.architecture); "
                              f"llama-harmony only drives gpt-oss models")
         return cls(llm, encoding=encoding, cot_policy=cot_policy, constrained=constrained,
-                   reuse_generated_ids=reuse_generated_ids)
+                   reuse_generated_ids=reuse_generated_ids, replay=replay)
 
     # -- helpers ---------------------------------------------------------------------------------
 
     @property
     def n_ctx(self) -> int:
-        return int(self.llama.n_ctx())
+        """The context window of one generation, in tokens."""
+        return int(self.backend.n_ctx)
 
     def render(self, messages: Sequence[Mapping[str, Any]], *, tools: Any = None, tool_choice: Any = None,
                reasoning_effort: Any = None, response_format: Any = None, **convert_kwargs: Any) -> List[int]:
@@ -416,10 +555,19 @@ class HarmonyEngine:
         convo = messages_to_conversation(messages, tools=tools, tool_choice=tool_choice,
                                          reasoning_effort=reasoning_effort, response_format=response_format,
                                          cot_policy=self.cot_policy, **convert_kwargs)
-        return self.encoding.render_conversation_for_completion(convo, Role.ASSISTANT, render_config(self.cot_policy),
-                                                                limits=convert_kwargs.get("limits"))
+        return self.render_conversation(convo, limits=convert_kwargs.get("limits"))
+
+    def render_conversation(self, conversation: Any, *, limits: Any = None) -> List[int]:
+        """The prompt ids of a Harmony conversation (``...<|start|>assistant``) under this
+        engine's chain-of-thought policy."""
+        return self.encoding.render_conversation_for_completion(conversation, Role.ASSISTANT,
+                                                                render_config(self.cot_policy), limits=limits)
 
     # -- prompt splicing (see the module docstring) -----------------------------------------------
+
+    def _remember(self, exchange: _Exchange) -> None:
+        with self._exchange_lock:
+            self._exchanges.append(exchange)
 
     def _generated_span(self, ex: _Exchange) -> Any:
         """``(model ids, canonical ids)`` of the messages ``ex.generated`` holds, both starting
@@ -442,18 +590,14 @@ class HarmonyEngine:
                     ex.span = (model, canon)
         return ex.span
 
-    def _splice(self, normal: List[int]) -> "tuple[List[int], int]":
-        """The prompt to evaluate for the canonical render ``normal``, and how many of its ids
-        come from earlier generations."""
-        ex = self._exchange
+    def _splice_one(self, ex: _Exchange, normal: List[int]) -> Optional[Tuple[List[int], int]]:
         tail = self._turn_tail
         nt = len(tail)
-        if (ex is None or not self.reuse_generated_ids or ex.normal[-nt:] != tail or ex.actual[-nt:] != tail
-                or normal[-nt:] != tail):
-            return normal, 0
+        if ex.normal[-nt:] != tail or ex.actual[-nt:] != tail:
+            return None
         nb = len(ex.normal) - nt
         if len(normal) < len(ex.normal) or normal[:nb] != ex.normal[:nb]:
-            return normal, 0
+            return None
         base = ex.actual[:-nt]
         rest = normal[nb:]
         span = self._generated_span(ex)
@@ -462,8 +606,22 @@ class HarmonyEngine:
             if len(rest) >= len(canon) + nt and rest[:len(canon)] == canon:
                 return base + model + rest[len(canon):], ex.spliced + len(model) - nt
         if ex.spliced == 0:
-            return normal, 0
+            return None
         return base + rest, ex.spliced
+
+    def _splice(self, normal: List[int]) -> "tuple[List[int], int]":
+        """The prompt to evaluate for the canonical render ``normal``, and how many of its ids
+        come from earlier generations (the newest remembered request that it continues)."""
+        tail = self._turn_tail
+        if not self.reuse_generated_ids or normal[-len(tail):] != tail:
+            return normal, 0
+        with self._exchange_lock:
+            recent = list(self._exchanges)
+        for ex in reversed(recent):
+            out = self._splice_one(ex, normal)
+            if out is not None:
+                return out
+        return normal, 0
 
     def _new_parser(self, role: Any = Role.ASSISTANT) -> Any:
         """llama_harmony's lenient streaming parser (never raises on model output)."""
@@ -482,83 +640,36 @@ class HarmonyEngine:
             return room
         return min(int(max_tokens), room)
 
-    def _predict_reuse(self, ids: Sequence[int]) -> int:
-        """How many of ``ids`` Llama.generate's prefix match keeps (its own rule)."""
-        llama = self.llama
-        n = int(getattr(llama, "n_tokens", 0) or 0)
-        if n <= 0:
-            return 0
-        cached = llama.input_ids[:n]
-        m = min(n, len(ids))
-        lcp = 0
-        while lcp < m and int(cached[lcp]) == ids[lcp]:
-            lcp += 1
-        if lcp == len(ids):
-            if n == len(ids) and not getattr(llama, "_requires_eval", True):
-                return lcp
-            return max(lcp - 1, 0)
-        return lcp
+    def _forced(self) -> Optional[List[int]]:
+        return self.replay.next_ids(self.encoding) if self.replay is not None else None
 
-    def _grammar_for(self, schema: Mapping[str, Any]) -> Any:
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            try:
-                from llama_cpp import LlamaGrammar
+    # -- generations -----------------------------------------------------------------------------
 
-                self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            except Exception:
-                self._grammars[key] = None
-        return self._grammars[key]
+    def turn(self, prompt_ids: Sequence[int], params: Optional[SamplingParams] = None, *,
+             processors: Sequence[Any] = (), grammar: Any = None,
+             schemas: Optional[Mapping[str, Optional[dict]]] = None, response_schema: Optional[dict] = None,
+             forced: Optional[Sequence[int]] = None, normal_ids: Optional[Sequence[int]] = None,
+             spliced: int = 0) -> Turn:
+        """A :class:`Turn` (one generation, not started) after ``prompt_ids``.
 
-    # -- the token loop --------------------------------------------------------------------------
-
-    def _token_loop(self, prompt_ids: Sequence[int], run: _Run, *, sampling: Dict[str, Any],
-                    logits_processor: Any = None, grammar: Any = None,
-                    switch: Optional[Callable[[int], Any]] = None) -> Iterator[int]:
-        """Yield sampled ids until an end-of-generation id or ``run.max_tokens``.
-
-        ``switch(token)`` is called after each id was consumed by the caller; a non-None
-        return value is a grammar to apply from the next id on (generation is restarted on
-        the same ids, so the KV cache is kept).
+        ``schemas``/``response_schema`` constrain tool arguments / the final message
+        (``constrained`` engines; see the module docstring). ``forced`` ids are emitted exactly
+        (default: the engine's replay, if any). ``normal_ids``: the canonical render when
+        ``prompt_ids`` came from :meth:`prepare_prompt` (the request is then remembered for
+        prompt splicing; ``spliced``: what :meth:`prepare_prompt` counted). Raises :class:`ContextOverflowError` now when the prompt does not fit.
         """
-        from llama_cpp import LogitsProcessorList
+        exchange = None
+        if normal_ids is not None:
+            exchange = _Exchange(normal=list(normal_ids), actual=list(prompt_ids), spliced=spliced)
+        if forced is None:
+            forced = self._forced()
+        return Turn(self, prompt_ids, params or SamplingParams(), processors=processors, grammar=grammar,
+                    forced=forced, schemas=schemas, response_schema=response_schema, exchange=exchange)
 
-        llama = self.llama
-        procs = list(logits_processor or [])
-        ids = list(prompt_ids)
-        gen = llama.generate(ids, logits_processor=LogitsProcessorList(procs) if procs else None,
-                             grammar=grammar, **sampling)
-        active = grammar
-        try:
-            while len(run.generated) < run.max_tokens:
-                try:
-                    tok = int(next(gen))
-                except StopIteration:
-                    return
-                except RuntimeError as exc:  # llama_decode failed (the context is full)
-                    if "llama_decode" not in str(exc):
-                        raise
-                    run.error = exc
-                    run.truncated = True
-                    return
-                run.generated.append(tok)
-                yield tok
-                if tok in EOG_IDS:
-                    run.eog = tok
-                    return
-                if switch is not None and active is None and len(run.generated) < run.max_tokens:
-                    new = switch(tok)
-                    if new is not None:
-                        gen.close()
-                        if self._mask is None:
-                            self._mask = _MaskSpecials(int(llama.n_vocab()))
-                        active = new
-                        gen = llama.generate(ids + run.generated,
-                                             logits_processor=LogitsProcessorList(procs + [self._mask]),
-                                             grammar=new, **sampling)
-            run.truncated = True
-        finally:
-            gen.close()
+    def prepare_prompt(self, normal_ids: Sequence[int]) -> Tuple[List[int], int]:
+        """``(prompt ids to evaluate, ids spliced from earlier generations)`` for a canonical
+        render (prompt splicing, see the module docstring)."""
+        return self._splice(list(normal_ids))
 
     def generate_ids(self, prompt_ids: Sequence[int], *, max_tokens: Optional[int] = None, temperature: float = 1.0,
                      top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
@@ -567,27 +678,27 @@ class HarmonyEngine:
         """Sample ids after ``prompt_ids`` (rendered by llama_harmony) until an end-of-generation
         id (yielded too) or ``max_tokens`` (default: the rest of the context). Holds the engine
         lock while iterating. Raises :class:`ContextOverflowError` at call time."""
-        prompt_ids = [int(t) for t in prompt_ids]
-        self._check_prompt(prompt_ids)
-        run = _Run(prompt_tokens=len(prompt_ids), max_tokens=self._max_tokens(len(prompt_ids), max_tokens))
-        kw = _sampling_kwargs(temperature, top_p, top_k, min_p, repeat_penalty, sampling)
-        procs = list(logits_processor or [])
-        if logit_bias:
-            procs.append(_LogitBias(logit_bias))
+        params = _params(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                         repeat_penalty=repeat_penalty, seed=seed, logit_bias=logit_bias, extra=sampling)
+        turn = Turn(self, prompt_ids, params, processors=list(logits_processor or []), grammar=grammar,
+                    forced=self._forced())
 
         def it() -> Iterator[int]:
-            with self._lock.hold():
-                if seed is not None:
-                    self.llama.set_seed(int(seed))
-                self.last_prompt_ids = list(prompt_ids)
-                self.last_reused_tokens = self._predict_reuse(prompt_ids)
-                self.last_completion_ids = run.generated
-                self.last_constraints = run.constraints
-                yield from self._token_loop(prompt_ids, run, sampling=kw, logits_processor=procs, grammar=grammar)
+            for event in turn.events():
+                if event.token is not None:
+                    yield event.token.id
 
         return it()
 
     # -- chat completions ------------------------------------------------------------------------
+
+    @overload
+    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], *, stream: Literal[False] = False,
+                               **kwargs: Any) -> Dict[str, Any]: ...
+
+    @overload
+    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], *, stream: Literal[True],
+                               **kwargs: Any) -> Iterator[Dict[str, Any]]: ...
 
     def create_chat_completion(
         self,
@@ -610,6 +721,8 @@ class HarmonyEngine:
         grammar: Any = None,
         stream_options: Optional[Mapping[str, Any]] = None,
         model: Optional[str] = None,
+        logprobs: Optional[bool] = None,
+        top_logprobs: Optional[int] = None,
         **ignored: Any,
     ) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
         """An OpenAI chat completion (``stream=False``) or an iterator of chunks.
@@ -617,214 +730,143 @@ class HarmonyEngine:
         Extra sampling keywords accepted: ``typical_p``, ``presence_penalty``,
         ``frequency_penalty``, ``tfs_z``, ``mirostat_mode``, ``mirostat_tau``,
         ``mirostat_eta``, ``logit_bias``; ``model_identity`` and ``conversation_start_date``
-        reach the system message. Other keywords are ignored. Request errors
+        reach the system message; ``limits`` (a :class:`~llama_harmony.Limits`) bounds the
+        request. Other keywords are ignored. Request errors
         (:class:`~llama_harmony.openai_request.OpenAIFormatError`, :class:`ContextOverflowError`,
-        :class:`~llama_harmony.LimitExceeded`) are raised at call time, also when streaming.
+        :class:`~llama_harmony.LimitExceeded`, ``ValueError`` for a bad ``top_logprobs``) are
+        raised at call time, also when streaming.
         """
-        convert = {k: ignored[k] for k in ("model_identity", "conversation_start_date", "limits") if k in ignored}
-        normal_ids = self.render(messages, tools=tools, tool_choice=tool_choice, reasoning_effort=reasoning_effort,
-                                 response_format=response_format, **convert)
-        prompt_ids, spliced = self._splice(normal_ids)
-        self._check_prompt(prompt_ids)
-        run = _Run(prompt_tokens=len(prompt_ids), max_tokens=self._max_tokens(len(prompt_ids), max_tokens))
-        sampling = _sampling_kwargs(temperature, top_p, top_k, min_p, repeat_penalty, ignored)
-        procs = list(logits_processor or [])
-        if ignored.get("logit_bias"):
-            procs.append(_LogitBias(ignored["logit_bias"]))
-        schemas = tool_schemas(tools, tool_choice) if (self.constrained and grammar is None) else {}
-        rf = response_format_schema(response_format) if (self.constrained and grammar is None) else None
-        include_usage = bool(stream_options and stream_options.get("include_usage"))
-        cs = ChunkStream(model=model or self.model_name, id=new_completion_id(), created=int(time.time()),
-                         include_usage=include_usage, stop=stop)
-        exchange = _Exchange(normal=normal_ids, actual=prompt_ids, spliced=spliced)
-        body = self._chunks(prompt_ids, run, cs, sampling=sampling, procs=procs, grammar=grammar, seed=seed,
-                            schemas=schemas, response_schema=rf[1] if rf else None, exchange=exchange)
+        request = self.chat_request(messages, tools=tools, tool_choice=tool_choice, reasoning_effort=reasoning_effort,
+                                    response_format=response_format, max_tokens=max_tokens, temperature=temperature,
+                                    top_p=top_p, top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
+                                    stop=stop, logits_processor=logits_processor, grammar=grammar,
+                                    stream_options=stream_options, model=model, logprobs=logprobs,
+                                    top_logprobs=top_logprobs, **ignored)
+        body = request.chunks()
         if stream:
             return body
         for _ in body:
             pass
-        return cs.completion()
+        return request.stream.completion()
 
-    def _chunks(self, prompt_ids: List[int], run: _Run, cs: ChunkStream, *, sampling: Dict[str, Any], procs: List[Any],
-                grammar: Any, seed: Optional[int], schemas: Dict[str, Optional[dict]],
-                response_schema: Optional[dict], exchange: Optional[_Exchange] = None) -> Iterator[Dict[str, Any]]:
-        with self._lock.hold():
-            if seed is not None:
-                self.llama.set_seed(int(seed))
-            if exchange is not None:
-                self._exchange = exchange
-                self.last_spliced_tokens = exchange.spliced
-            self.last_prompt_ids = list(prompt_ids)
-            self.last_reused_tokens = reused = self._predict_reuse(prompt_ids)
-            self.last_completion_ids = run.generated
-            self.last_constraints = run.constraints
-            parser = self._new_parser()
-            tracker = ParserTracker(parser, decode=self.encoding.decode,
-                                    parser_factory=lambda: self._new_parser(None))
+    def chat_request(self, messages: Sequence[Mapping[str, Any]], *, tools: Optional[Sequence[Any]] = None,
+                     tool_choice: Any = None, reasoning_effort: Any = None,
+                     response_format: Optional[Mapping[str, Any]] = None, max_tokens: Optional[int] = None,
+                     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
+                     repeat_penalty: float = 1.0, seed: Optional[int] = None,
+                     stop: Optional[Union[str, Sequence[str]]] = None, logits_processor: Any = None,
+                     grammar: Any = None, stream_options: Optional[Mapping[str, Any]] = None,
+                     model: Optional[str] = None, logprobs: Optional[bool] = None, top_logprobs: Optional[int] = None,
+                     forced: Optional[Sequence[int]] = None, **extra: Any) -> "ChatRequest":
+        """A prepared chat request (rendered, spliced, checked; not started): its
+        :class:`Turn` and the :class:`~llama_harmony.openai_output.ChunkStream` that shapes its
+        output. :meth:`create_chat_completion` is ``chat_request(...).chunks()``; the HTTP
+        server drives :meth:`ChatRequest.achunks` instead. Same arguments and errors."""
+        convert = {k: extra[k] for k in ("model_identity", "conversation_start_date", "limits") if k in extra}
+        normal_ids = self.render(messages, tools=tools, tool_choice=tool_choice, reasoning_effort=reasoning_effort,
+                                 response_format=response_format, **convert)
+        prompt_ids, spliced = self._splice(normal_ids)
+        self._check_prompt(prompt_ids)
+        k = _top_logprobs(logprobs, top_logprobs)
+        params = _params(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                         repeat_penalty=repeat_penalty, seed=seed, logit_bias=extra.get("logit_bias"),
+                         extra=extra, logprobs=k)
+        schemas = tool_schemas(tools, tool_choice) if (self.constrained and grammar is None) else {}
+        rf = response_format_schema(response_format) if (self.constrained and grammar is None) else None
+        include_usage = bool(stream_options and stream_options.get("include_usage"))
+        cs = ChunkStream(model=model or self.model_name, id=new_completion_id(), created=int(time.time()),
+                         include_usage=include_usage, stop=stop, logprobs=k is not None)
+        turn = self.turn(prompt_ids, params, processors=list(logits_processor or []), grammar=grammar,
+                         schemas=schemas, response_schema=rf[1] if rf else None, forced=forced,
+                         normal_ids=normal_ids, spliced=spliced)
+        return ChatRequest(self, turn, cs)
 
-            switch: Optional[Callable[[int], Any]] = None
-            if schemas or response_schema is not None:
-                def constrain(tok: int) -> Any:
-                    header = tracker.current_header() if tok == MESSAGE_ID else None
-                    if header is None:
-                        return None
-                    channel, recipient = header
-                    kind, name = message_kind(channel, recipient)
-                    schema, label = None, None
-                    if kind == "tool" and schemas.get(name):
-                        schema, label = schemas[name], f"tool:{name}"
-                    elif kind == "content" and channel == "final" and response_schema is not None:
-                        schema, label = response_schema, "response_format"
-                    if schema is None:
-                        return None
-                    g = self._grammar_for(schema)
-                    if g is not None:
-                        run.constraints.append(label)
-                    return g
 
-                switch = constrain
+class ChatRequest:
+    """A chat request made by :meth:`HarmonyEngine.chat_request`: a :class:`Turn` whose events
+    a :class:`~llama_harmony.openai_output.ChunkStream` turns into ``chat.completion.chunk``
+    dicts (stop strings end the generation; log-probabilities ride on the content chunks)."""
 
-            yield cs.start()
-            reasoning_tokens = 0
-            for tok in self._token_loop(prompt_ids, run, sampling=sampling, logits_processor=procs, grammar=grammar,
-                                        switch=switch):
-                before = cs.reasoning_deltas
-                for chunk in cs.feed(tracker.process(tok)):
-                    yield chunk
-                if cs.reasoning_deltas != before:
-                    reasoning_tokens += 1
-                if cs.stopped:
-                    break
-            for chunk in cs.feed(tracker.process_eos(length=run.truncated and not cs.stopped)):
+    def __init__(self, engine: HarmonyEngine, turn: Turn, stream: ChunkStream):
+        self.engine = engine
+        self.turn = turn
+        self.stream = stream
+
+    def _token_bytes(self, token: int) -> bytes:
+        return self.engine.encoding.decode_bytes([token])
+
+    def _chunks_of(self, event: TurnEvent) -> List[Dict[str, Any]]:
+        cs = self.stream
+        entry = None
+        if cs.logprobs and event.token is not None and event.kind == "content" and event.token.logprob is not None:
+            entry = logprob_entry(event.token, self._token_bytes)
+        out = cs.feed(event.deltas, logprob=entry)
+        if cs.stopped:
+            self.turn.stop("stop")
+        return out
+
+    def _finish(self) -> List[Dict[str, Any]]:
+        r = self.turn.result
+        return self.stream.finish(r.finish_reason, prompt_tokens=r.prompt_tokens,
+                                  completion_tokens=r.completion_tokens, cached_tokens=r.cached_tokens or 0,
+                                  reasoning_tokens=r.reasoning_tokens)
+
+    def chunks(self) -> Iterator[Dict[str, Any]]:
+        """The chunks, generated in this thread (holds the model from the first chunk on)."""
+        with self.engine.backend.hold():
+            yield self.stream.start()
+            for event in self.turn.events_held():
+                yield from self._chunks_of(event)
+        yield from self._finish()
+
+    async def achunks(self) -> AsyncIterator[Dict[str, Any]]:
+        """The chunks from asyncio (the generation runs in a worker thread; see :meth:`Turn.aevents`)."""
+        yield self.stream.start()
+        async for event in self.turn.aevents():
+            for chunk in self._chunks_of(event):
                 yield chunk
-            if exchange is not None and run.eog in (CALL_ID, RETURN_ID) and not cs.stopped:
-                exchange.generated = list(run.generated)
-            finish = "length" if (run.truncated and not cs.stopped) else None
-            usage = dict(prompt_tokens=run.prompt_tokens, completion_tokens=run.completion_tokens,
-                         cached_tokens=reused, reasoning_tokens=reasoning_tokens)
-            for chunk in cs.finish(finish, **usage):
-                yield chunk
+        for chunk in self._finish():
+            yield chunk
 
 
-# =================================================================================================
-# llama-cpp-python chat handler
-# =================================================================================================
-
-class HarmonyChatHandler:
-    """A llama-cpp-python chat handler for gpt-oss::
-
-        llm = Llama(model_path="gpt-oss-20b.gguf", n_ctx=8192, chat_handler=HarmonyChatHandler())
-        llm.create_chat_completion(messages=[...], tools=[...], stream=True)
-
-    Every argument of ``Llama.create_chat_completion`` is honoured (sampling, ``stop``,
-    ``seed``, ``max_tokens``, ``logits_processor``, ``grammar``, ``logit_bias``,
-    ``response_format``, ``tools``/``tool_choice`` and the legacy ``functions``/
-    ``function_call``). ``reasoning_effort`` comes from the constructor (default
-    ``"medium"``) unless a ``reasoning_effort`` keyword reaches the handler (llama-cpp-python's
-    own ``create_chat_completion`` does not forward one; call the handler directly, or use
-    :class:`HarmonyEngine`, for per-request effort). One :class:`HarmonyEngine` is kept per
-    ``Llama`` object; ``cot_policy``, ``constrained`` and ``reuse_generated_ids`` are passed
-    to it (see :class:`HarmonyEngine`).
-    """
-
-    def __init__(self, *, reasoning_effort: Any = "medium", cot_policy: str = "spec", constrained: bool = False,
-                 encoding: Any = None, model_identity: Optional[str] = None,
-                 conversation_start_date: Optional[str] = None, reuse_generated_ids: bool = True):
-        render_config(cot_policy)
-        try:
-            install_llama_log_filter()
-        except Exception:  # pragma: no cover
-            pass
-        self.reasoning_effort = reasoning_effort
-        self.cot_policy = cot_policy
-        self.constrained = constrained
-        self.reuse_generated_ids = bool(reuse_generated_ids)
-        self.model_identity = model_identity
-        self.conversation_start_date = conversation_start_date
-        self._encoding = encoding
-        self._engines: "weakref.WeakKeyDictionary[Any, HarmonyEngine]" = weakref.WeakKeyDictionary()
-        self._engines_lock = threading.Lock()
-
-    def engine_for(self, llama: Any) -> HarmonyEngine:
-        """The engine bound to ``llama`` (created on first use)."""
-        with self._engines_lock:
-            engine = self._engines.get(llama)
-            if engine is None:
-                if self._encoding is None:
-                    self._encoding = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
-                engine = HarmonyEngine(llama, encoding=self._encoding, cot_policy=self.cot_policy,
-                                       constrained=self.constrained, reuse_generated_ids=self.reuse_generated_ids)
-                self._engines[llama] = engine
-            return engine
-
-    def __call__(
-        self,
-        *,
-        llama: Any,
-        messages: List[Any],
-        functions: Optional[List[Any]] = None,
-        function_call: Any = None,
-        tools: Optional[List[Any]] = None,
-        tool_choice: Any = None,
-        temperature: float = 0.2,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
-        stream: bool = False,
-        stop: Optional[Union[str, List[str]]] = None,
-        seed: Optional[int] = None,
-        response_format: Any = None,
-        max_tokens: Optional[int] = None,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        repeat_penalty: float = 1.1,
-        tfs_z: float = 1.0,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        model: Optional[str] = None,
-        logits_processor: Any = None,
-        grammar: Any = None,
-        logit_bias: Optional[Dict[Any, float]] = None,
-        logprobs: Optional[bool] = None,
-        top_logprobs: Optional[int] = None,
-        **kwargs: Any,
-    ) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]:
-        if not tools and functions:
-            tools = [{"type": "function", "function": f} for f in functions]
-            if tool_choice is None and function_call is not None:
-                if isinstance(function_call, str):
-                    tool_choice = function_call
-                elif isinstance(function_call, Mapping) and function_call.get("name"):
-                    tool_choice = {"type": "function", "function": {"name": function_call["name"]}}
-        effort = kwargs.pop("reasoning_effort", None) or self.reasoning_effort
-        extra: Dict[str, Any] = {}
-        for key in ("model_identity", "conversation_start_date"):
-            value = kwargs.get(key, getattr(self, key))
-            if value is not None:
-                extra[key] = value
-        return self.engine_for(llama).create_chat_completion(
-            messages, tools=tools, tool_choice=tool_choice, stream=stream, reasoning_effort=effort,
-            response_format=response_format, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop,
-            logits_processor=logits_processor, grammar=grammar, stream_options=kwargs.get("stream_options"),
-            model=model, typical_p=typical_p, presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty, tfs_z=tfs_z, mirostat_mode=mirostat_mode,
-            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias, **extra)
+def _top_logprobs(logprobs: Optional[bool], top_logprobs: Optional[int]) -> Optional[int]:
+    """``SamplingParams.logprobs`` for OpenAI's ``logprobs``/``top_logprobs``."""
+    if top_logprobs is not None:
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) \
+                or not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs must be an integer between 0 and {MAX_TOP_LOGPROBS}, got {top_logprobs!r}")
+        if not logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
+    if not logprobs:
+        return None
+    return int(top_logprobs or 0)
 
 
-def register_chat_format(name: str = CHAT_FORMAT_NAME, **handler_kwargs: Any) -> HarmonyChatHandler:
-    """Register a :class:`HarmonyChatHandler` under ``name`` (default ``"gpt-oss-harmony"``) in
-    llama-cpp-python's chat-handler registry, so ``Llama(..., chat_format=name)`` uses it.
-    Registering again replaces the previous handler. Returns the handler."""
-    from llama_cpp import llama_chat_format
+def _params(*, max_tokens: Optional[int], temperature: Optional[float], top_p: Optional[float], top_k: Optional[int],
+            min_p: Optional[float], repeat_penalty: Optional[float], seed: Optional[int],
+            logit_bias: Optional[Mapping[Any, float]], extra: Mapping[str, Any],
+            logprobs: Optional[int] = None) -> SamplingParams:
+    names = ("typical_p", "frequency_penalty", "presence_penalty", "tfs_z", "mirostat_mode", "mirostat_tau",
+             "mirostat_eta")
+    return SamplingParams(
+        temperature=1.0 if temperature is None else float(temperature),
+        top_p=1.0 if top_p is None else float(top_p),
+        top_k=0 if top_k is None else int(top_k),
+        min_p=0.0 if min_p is None else float(min_p),
+        repeat_penalty=1.0 if repeat_penalty is None else float(repeat_penalty),
+        seed=None if seed is None else int(seed),
+        max_tokens=max_tokens if (max_tokens is not None and max_tokens > 0) else None,
+        logit_bias={int(k): float(v) for k, v in (logit_bias or {}).items()},
+        logprobs=logprobs,
+        extra={k: extra[k] for k in names if extra.get(k) is not None},
+    )
 
-    handler = HarmonyChatHandler(**handler_kwargs)
-    registry = llama_chat_format.LlamaChatCompletionHandlerRegistry()
-    try:
-        registry.unregister_chat_handler(name)
-    except ValueError:
-        pass
-    llama_chat_format.register_chat_completion_handler(name)(handler)
-    return handler
+
+def install_llama_log_filter() -> None:
+    """See :func:`llama_harmony.llama_backend.install_llama_log_filter`."""
+    from .llama_backend import install_llama_log_filter as install
+
+    install()
+
+
+from .chat_handler import CHAT_FORMAT_NAME, HarmonyChatHandler, register_chat_format  # noqa: E402

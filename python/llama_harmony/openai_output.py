@@ -47,6 +47,7 @@ __all__ = [
     "message_kind",
     "new_tool_call_id",
     "new_completion_id",
+    "logprob_entry",
 ]
 
 #: Recipients that do not make a message a tool call.
@@ -295,6 +296,23 @@ def chat_completion(
     }
 
 
+def _token_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def logprob_entry(step: Any, token_bytes: Callable[[int], bytes]) -> Dict[str, Any]:
+    """One ``choices[0].logprobs.content`` entry for a sampled :class:`~llama_harmony.sampling.TokenStep`
+    with log-probabilities: the token's text (its bytes decoded, U+FFFD where a token holds part
+    of a character), ``bytes``, ``logprob`` and ``top_logprobs`` (the same fields per
+    alternative). ``token_bytes(id)`` gives a token's bytes (special tokens by name)."""
+    data = token_bytes(step.id)
+    top = []
+    for tid, lp in step.top_logprobs:
+        b = token_bytes(tid)
+        top.append({"token": _token_text(b), "logprob": float(lp), "bytes": list(b)})
+    return {"token": _token_text(data), "logprob": float(step.logprob), "bytes": list(data), "top_logprobs": top}
+
+
 class CompletionBuilder:
     """Holds the per-response constants (model, id, created, stop strings, id factory) and
     builds the non-streamed object (:meth:`chat_completion`) or a :class:`ChunkStream`."""
@@ -338,11 +356,16 @@ class ChunkStream:
     ``stream_options.include_usage``), one more chunk with ``choices: []`` and ``usage``
     (every earlier chunk then carries ``"usage": null``, as OpenAI does).
     Concatenating the deltas gives exactly :attr:`message`.
+
+    With ``logprobs=True``, :meth:`feed` takes each content token's :func:`logprob_entry`;
+    entries ride on the next chunk that carries content (``"logprobs": {"content": [...],
+    "refusal": null}``; entries of text held back by a stop string, if any, on the final
+    chunk) and :meth:`completion` lists them all.
     """
 
     def __init__(self, *, model: str, id: Optional[str] = None, created: Optional[int] = None,
                  include_usage: bool = False, stop: Any = None,
-                 tool_call_id_factory: Optional[Callable[[], str]] = None):
+                 tool_call_id_factory: Optional[Callable[[], str]] = None, logprobs: bool = False):
         self.model = model
         self.id = id or new_completion_id()
         self.created = int(created if created is not None else time.time())
@@ -351,11 +374,17 @@ class ChunkStream:
         self._finished = False
         self._finish_reason: Optional[str] = None
         self._usage: Optional[Dict[str, Any]] = None
+        #: Whether log-probabilities were asked for.
+        self.logprobs = bool(logprobs)
+        self._lp_pending: List[Dict[str, Any]] = []
+        self._lp_all: List[Dict[str, Any]] = []
 
-    def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str] = None) -> Dict[str, Any]:
+    def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str] = None,
+               logprobs: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
+        lp = {"content": logprobs, "refusal": None} if logprobs else None
         chunk: Dict[str, Any] = {
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}],
         }
         if self.include_usage:
             chunk["usage"] = None
@@ -383,12 +412,23 @@ class ChunkStream:
         """The first chunk: the role."""
         return self._chunk({"role": "assistant", "content": ""})
 
+    def _take_logprobs(self, delta: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
+        if self._lp_pending and "content" in delta:
+            taken, self._lp_pending = self._lp_pending, []
+            return taken
+        return None
+
     def update(self, delta: ParsedDelta) -> List[Dict[str, Any]]:
         """Chunks for one parsed step."""
-        return [self._chunk(d) for d in self._acc.push(delta)]
+        return [self._chunk(d, logprobs=self._take_logprobs(d)) for d in self._acc.push(delta)]
 
-    def feed(self, deltas: Union[ParsedDelta, Iterable[ParsedDelta]]) -> List[Dict[str, Any]]:
-        """Chunks for one or more parsed steps (e.g. what :meth:`ParserTracker.process` returns)."""
+    def feed(self, deltas: Union[ParsedDelta, Iterable[ParsedDelta]],
+             logprob: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+        """Chunks for one or more parsed steps (e.g. what :meth:`ParserTracker.process` returns);
+        ``logprob``: the :func:`logprob_entry` of the content token that produced them."""
+        if logprob is not None and self.logprobs:
+            self._lp_pending.append(logprob)
+            self._lp_all.append(logprob)
         if isinstance(deltas, ParsedDelta):
             deltas = [deltas]
         out: List[Dict[str, Any]] = []
@@ -402,10 +442,11 @@ class ChunkStream:
         if self._finished:
             return []
         self._finished = True
-        out = [self._chunk(d) for d in self._acc.close()]
+        out = [self._chunk(d, logprobs=self._take_logprobs(d)) for d in self._acc.close()]
         self._finish_reason = self._acc.finish_reason(finish_reason)
         self._usage = _usage(prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens)
-        out.append(self._chunk({}, self._finish_reason))
+        rest, self._lp_pending = self._lp_pending, []
+        out.append(self._chunk({}, self._finish_reason, logprobs=rest or None))
         if self.include_usage:
             out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [], "usage": dict(self._usage)})
@@ -421,7 +462,7 @@ class ChunkStream:
             "created": self.created,
             "model": self.model,
             "choices": [{"index": 0, "message": self.message, "finish_reason": self._finish_reason,
-                         "logprobs": None}],
+                         "logprobs": {"content": list(self._lp_all), "refusal": None} if self.logprobs else None}],
             "usage": dict(self._usage or {}),
         }
 
