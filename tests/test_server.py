@@ -1,57 +1,100 @@
-"""The OpenAI-compatible HTTP server (llama_harmony.server).
+"""The OpenAI-compatible HTTP server (llama_harmony.server) on the real stack.
 
-Two servers on 127.0.0.1, each on a free port in a background thread:
-
-* ``real``: a HarmonyEngine over the tiny random-weight gpt-oss model (built into a tmp
-  cache). Its weights are random, so a ``logits_processor_factory`` forces exact, realistic
-  Harmony completions (chosen by a ``scenario:NAME`` marker in the last user message) through
-  real llama.cpp; the official ``openai`` client talks to it.
-* ``fake``: a scripted engine that raises the engine's error types or blocks on demand, for
-  the error mapping (400/500/503) without a model.
+Real components only: FastAPI + uvicorn on 127.0.0.1 (in a background thread, or the
+``llama-harmony serve`` command in a subprocess where signals and start-up output matter),
+the official ``openai`` client, real llama.cpp with the tiny random-weight gpt-oss model.
+Exact gpt-oss output comes from the replay mode (recorded completions forced through the
+model); unforced generation gives long header-less output (random weights).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import socket
+import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
+import httpx
+import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from llama_harmony import LimitExceeded, load_harmony_encoding
-from llama_harmony import demo_data as d
-from llama_harmony.server import make_server, parse_chat_request, ApiError
+from llama_harmony.engine import HarmonyEngine
+from llama_harmony.replay import Replay
+from llama_harmony.server import BackgroundServer, ServerConfig, create_app
 
 HOST = "127.0.0.1"
+N_CTX = 4096
+MODEL = "tiny-gpt-oss"
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+USER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+FINAL = ("<|channel|>analysis<|message|>User asks for a greeting. Say hello.<|end|>"
+         "<|start|>assistant<|channel|>final<|message|>Hello there, friend!<|return|>")
+TOOL_CALL = ("<|channel|>analysis<|message|>Need to use function get_weather.<|end|>"
+             "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+             '<|message|>{"city":"Paris"}<|call|>')
+AFTER_TOOL = ("<|channel|>analysis<|message|>The tool says sunny.<|end|>"
+              "<|start|>assistant<|channel|>final<|message|>It is sunny in Paris.<|return|>")
 
 
-def _serve(server) -> threading.Thread:
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    return t
+# ================================================================================================
+# Fixtures
+# ================================================================================================
+
+@pytest.fixture(scope="session")
+def engine(tiny_path, enc):
+    return HarmonyEngine.from_path(tiny_path, n_ctx=N_CTX, n_batch=512, n_threads=2, encoding=enc)
 
 
-def _stop(server, thread) -> None:
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
+def _start(engine, **config) -> BackgroundServer:
+    config.setdefault("model_name", MODEL)
+    return BackgroundServer(create_app(engine, ServerConfig(**config))).start()
 
 
-def _raw(port: int, method: str, path: str, body: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None,
-         timeout: float = 30.0):
-    """One raw HTTP request: (status, headers dict, body bytes)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+@pytest.fixture(scope="module")
+def srv(engine):
+    s = _start(engine, aliases=("gpt-oss-alias",), queue_timeout=60)
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def replay(engine):
+    """Set the engine's replay for one test (cleared afterwards)."""
+    def set_replay(*texts: str) -> Replay:
+        engine.replay = Replay(list(texts))
+        return engine.replay
+
+    yield set_replay
+    engine.replay = None
+
+
+def client(s: BackgroundServer, key: str = "unused", **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=s.url + "/v1", api_key=key, max_retries=0, **kw)
+
+
+def raw(s: BackgroundServer, method: str, path: str, body: Optional[bytes] = None,
+        headers: Optional[Dict[str, str]] = None, timeout: float = 60.0):
+    """One raw HTTP request: (status, lower-case headers, body bytes)."""
+    conn = http.client.HTTPConnection(HOST, s.port, timeout=timeout)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
-        for k, v in (headers or {}).items():
+        hdrs = dict(headers or {})
+        if body is not None and "Content-Length" not in hdrs:
+            hdrs["Content-Length"] = str(len(body))
+        for k, v in hdrs.items():
             conn.putheader(k, v)
-        if body is not None and "Content-Length" not in (headers or {}):
-            conn.putheader("Content-Length", str(len(body)))
         conn.endheaders()
         if body:
             conn.send(body)
@@ -62,8 +105,14 @@ def _raw(port: int, method: str, path: str, body: Optional[bytes] = None, header
         conn.close()
 
 
-def _assert_error(status: int, headers: Dict[str, str], data: bytes, expected_status: int) -> Dict[str, Any]:
-    assert status == expected_status, data
+def post_json(s, path, obj, headers=None, **kw):
+    hdrs = {"Content-Type": "application/json"}
+    hdrs.update(headers or {})
+    return raw(s, "POST", path, json.dumps(obj).encode(), hdrs, **kw)
+
+
+def api_error(status, headers, data, expected: int) -> Dict[str, Any]:
+    assert status == expected, data
     assert headers["content-type"].startswith("application/json")
     err = json.loads(data)["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -71,485 +120,568 @@ def _assert_error(status: int, headers: Dict[str, str], data: bytes, expected_st
     return err
 
 
+def metric(s: BackgroundServer, name: str, **labels) -> float:
+    _, _, data = raw(s, "GET", "/metrics")
+    total = 0.0
+    for fam in text_string_to_metric_families(data.decode()):
+        for sample in fam.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def sse_events(data: bytes) -> List[Any]:
+    out = []
+    for block in data.decode().split("\n\n"):
+        if block.startswith("data: "):
+            payload = block[len("data: "):]
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
 # ================================================================================================
-# Request validation (no server)
+# The stack: official client, streaming, tools, replay, usage, docs
 # ================================================================================================
 
-def test_parse_chat_request_maps_fields():
-    kw = parse_chat_request({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 5,
-                             "reasoning": {"effort": "HIGH"}, "temperature": 0.5, "stop": "x", "stream": True})
-    assert kw["reasoning_effort"] == "high" and kw["max_tokens"] == 5 and kw["stop"] == ["x"]
-    assert kw["stream"] is True and kw["temperature"] == 0.5
+def test_replayed_tool_call_and_final_turn_through_openai_client(srv, replay, engine):
+    replay(TOOL_CALL, AFTER_TOOL)
+    c = client(srv)
+    r = c.chat.completions.create(model=MODEL, messages=USER, tools=[WEATHER])
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.reasoning_content == "Need to use function get_weather."
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and call.function.arguments == '{"city":"Paris"}'
+    assert r.usage.completion_tokens == len(engine.encoding.encode(TOOL_CALL, allowed_special="all"))
 
+    messages = USER + [choice.message.model_dump(exclude_none=True),
+                       {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'}]
+    stream = c.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER], stream=True,
+                                       stream_options={"include_usage": True})
+    content, reasoning, finish, usage, n_chunks = "", "", None, None, 0
+    for chunk in stream:
+        n_chunks += 1
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if not chunk.choices:
+            continue
+        d = chunk.choices[0].delta
+        content += d.content or ""
+        reasoning += getattr(d, "reasoning_content", None) or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert (content, reasoning, finish) == ("It is sunny in Paris.", "The tool says sunny.", "stop")
+    assert n_chunks > 8  # one event per parser delta
+    # The second turn continues the first: the model's own call ids were spliced in, the cache kept.
+    assert usage.prompt_tokens_details.cached_tokens >= r.usage.prompt_tokens + r.usage.completion_tokens - 1
+
+
+def test_replay_exhausted_is_a_clear_503(srv, replay):
+    replay(FINAL)
+    c = client(srv)
+    assert c.chat.completions.create(model=MODEL, messages=USER).choices[0].message.content == "Hello there, friend!"
+    with pytest.raises(openai.APIStatusError) as e:
+        c.chat.completions.create(model=MODEL, messages=USER)
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "replay_exhausted"
+    assert "used up" in e.value.body["message"]
+
+
+def test_openapi_and_docs(srv):
+    status, _, data = raw(srv, "GET", "/openapi.json")
+    assert status == 200
+    spec = json.loads(data)
+    assert "/v1/chat/completions" in spec["paths"]
+    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("ChatCompletionRequest")
+    assert raw(srv, "GET", "/docs")[0] == 200
+
+
+def test_models_health_and_model_check(srv, replay):
+    c = client(srv)
+    assert [m.id for m in c.models.list().data] == [MODEL, "gpt-oss-alias"]
+    assert c.models.retrieve("gpt-oss-alias").id == "gpt-oss-alias"
+    with pytest.raises(openai.NotFoundError) as e:
+        c.models.retrieve("anything")
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError) as e:
+        c.chat.completions.create(model="anything", messages=USER)
+    assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
+    replay(FINAL)
+    r = c.chat.completions.create(model="gpt-oss-alias", messages=USER)
+    assert r.model == MODEL and r.choices[0].message.content == "Hello there, friend!"
+    status, _, data = raw(srv, "GET", "/health")
+    health = json.loads(data)
+    assert status == 200 and health["status"] == "ok" and health["model"] == MODEL
+
+
+def test_per_request_reasoning_effort_reaches_the_prompt(srv, replay, engine, enc):
+    c = client(srv)
+    for effort in ("low", "high"):
+        replay(FINAL)
+        c.chat.completions.create(model=MODEL, messages=USER, reasoning_effort=effort)
+        assert f"Reasoning: {effort}" in enc.decode(engine.last_prompt_ids)
+    replay(FINAL)
+    post = post_json(srv, "/v1/chat/completions", {"model": MODEL, "messages": USER, "reasoning": {"effort": "HIGH"}})
+    assert post[0] == 200 and "Reasoning: high" in enc.decode(engine.last_prompt_ids)
+
+
+# ================================================================================================
+# Request validation: OpenAI-shaped 400s naming the field
+# ================================================================================================
 
 @pytest.mark.parametrize("body, param", [
-    ([], None),
-    ({}, "messages"),
     ({"messages": []}, "messages"),
-    ({"messages": "hi"}, "messages"),
+    ({}, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": "x"}, 3]}, "messages[1]"),
-    ({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "extreme"}, "reasoning_effort"),
-    ({"messages": [{"role": "user", "content": "x"}], "reasoning": {"effort": 1}}, "reasoning.effort"),
-    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
-    ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
-    ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
-    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"messages": [5]}, "messages[0]"),
+    ({"messages": USER, "temperature": "hot"}, "temperature"),
+    ({"messages": USER, "temperature": 3}, "temperature"),
+    ({"messages": USER, "n": 2}, "n"),
+    ({"messages": USER, "stream": 1}, "stream"),
+    ({"messages": USER, "max_tokens": 0}, "max_tokens"),
+    ({"messages": USER, "top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+    ({"messages": USER, "reasoning_effort": "extreme"}, "reasoning_effort"),
+    ({"messages": USER, "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+    ({"messages": USER, "tools": 5}, "tools"),
+    ({"messages": USER, "tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name"),
+    ({"messages": USER, "stop": ["a"] * 17}, "stop"),
+    ({"messages": USER, "logit_bias": {"x": 1}}, "logit_bias"),
+    ({"messages": USER + [{"role": "tool", "tool_call_id": "nope", "content": "x"}]}, "messages[1].tool_call_id"),
+    ({"messages": USER, "tool_choice": {"type": "function", "function": {"name": "missing"}}, "tools": [WEATHER]},
+     "tool_choice"),
+    ({"messages": USER, "top_logprobs": 2}, "top_logprobs"),
 ])
-def test_parse_chat_request_rejects(body, param):
-    with pytest.raises(ApiError) as ei:
-        parse_chat_request(body)
-    assert ei.value.status == 400 and ei.value.param == param
+def test_bad_requests_name_the_field(srv, body, param):
+    err = api_error(*post_json(srv, "/v1/chat/completions", body), 400)
+    assert err["param"] == param, err
+    assert err["type"] == "invalid_request_error"
+
+
+def test_context_overflow_and_limits_are_400(srv):
+    long = [{"role": "user", "content": "word " * (N_CTX + 100)}]
+    err = api_error(*post_json(srv, "/v1/chat/completions", {"messages": long}), 400)
+    assert err["code"] == "context_length_exceeded"
+    huge = [{"role": "user", "content": "x"}] * 100_001
+    status, headers, data = post_json(srv, "/v1/chat/completions", {"messages": huge})
+    if status == 413:  # the body cap comes first with the default 1 MiB
+        assert json.loads(data)["error"]["code"] == "request_too_large"
+    else:
+        err = api_error(status, headers, data, 400)
+        assert err["code"] == "limit_exceeded" and "Limits(" not in err["message"]
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"{not json", "invalid_json"),
+    (b"[1, 2]", "invalid_json"),
+    (b'"text"', "invalid_json"),
+    (b"\xff\xfe garbage", None),
+    (b"[" * 100_000 + b"]" * 100_000, None),
+    (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', None),
+])
+def test_hostile_bodies_get_400_and_the_server_survives(srv, replay, body, code):
+    replay(FINAL)
+    status, headers, data = raw(srv, "POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    if status == 200:  # a lone surrogate is text to us: rendered, answered
+        assert body.startswith(b'{"messages"')
+    else:
+        err = api_error(status, headers, data, 400)
+        if code:
+            assert err["code"] == code
+    replay(FINAL)
+    assert client(srv).chat.completions.create(model=MODEL, messages=USER).choices[0].message.content
+
+
+def test_protocol_errors_are_openai_shaped(srv):
+    api_error(*raw(srv, "GET", "/v1/nothing"), 404)
+    err = api_error(*raw(srv, "GET", "/v1/chat/completions"), 405)
+    assert err["code"] == "method_not_allowed"
+    # A POST without a body length: 411, as HTTP says.
+    err = api_error(*raw(srv, "POST", "/v1/chat/completions", None, {"Content-Type": "application/json"}), 411)
+    assert err["code"] == "length_required"
+    # Oversized: 413 before anything is parsed.
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * (2 << 20)}]}).encode()
+    err = api_error(*raw(srv, "POST", "/v1/chat/completions", big, {"Content-Type": "application/json"}), 413)
+    assert err["code"] == "request_too_large"
+
+
+def test_oversized_request_through_openai_client(srv):
+    with pytest.raises(openai.APIStatusError) as e:
+        client(srv).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x" * (2 << 20)}])
+    assert e.value.status_code == 413
 
 
 # ================================================================================================
-# Fake engine: error mapping, queueing, disconnects (fast, no model)
+# Security
 # ================================================================================================
 
-class FakeEngine:
-    """Scripted engine: the last user message selects the behaviour."""
-
-    def __init__(self):
-        self.calls: List[Dict[str, Any]] = []
-        self.release = threading.Event()
-        self.closed_streams = 0
-        self.chunks_sent = 0
-
-    def _fail(self, text: str) -> None:
-        from llama_harmony.engine import ContextOverflowError
-        from llama_harmony.openai_format import OpenAIFormatError
-
-        if text == "overflow":
-            raise ContextOverflowError(9000, 8192)
-        if text == "badformat":
-            raise OpenAIFormatError("unknown tool_call_id 'call_x'")
-        if text == "limit":
-            raise LimitExceeded("message of 2000000 bytes exceeds max_message_bytes=1048576")
-        if text == "crash":
-            raise RuntimeError("boom")
-        if text == "block":
-            assert self.release.wait(30)
-
-    def create_chat_completion(self, messages, *, stream=False, **kw):
-        self.calls.append({"messages": messages, "stream": stream, **kw})
-        text = messages[-1].get("content") or ""
-        if not stream:
-            self._fail(text)
-            return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": kw.get("model"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "ok", "reasoning_content": "r"}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-        return self._stream(text, kw)
-
-    def _stream(self, text, kw) -> Iterator[Dict[str, Any]]:
-        self._fail(text)
-        n = 2000 if text == "long" else 3
-        try:
-            for i in range(n):
-                if text == "midcrash" and i == 1:
-                    raise RuntimeError("exploded mid-stream")
-                self.chunks_sent += 1
-                if text == "long":
-                    time.sleep(0.002)
-                yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": kw.get("model"),
-                       "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
-            yield {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": kw.get("model"),
-                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        finally:
-            self.closed_streams += 1
-
-
-@pytest.fixture()
-def fake():
-    pytest.importorskip("llama_harmony.engine")
-    pytest.importorskip("llama_harmony.openai_format")
-    engine = FakeEngine()
-    server = make_server(engine, HOST, 0, model_name="fake-oss", max_request_bytes=4096, queue_timeout=0.5)
-    thread = _serve(server)
-    yield engine, server
-    engine.release.set()
-    _stop(server, thread)
-
-
-def _chat(port, content, stream=False, **extra):
-    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": content}], "stream": stream, **extra})
-    return _raw(port, "POST", "/v1/chat/completions", body.encode(), {"Content-Type": "application/json"})
-
-
-@pytest.mark.parametrize("content, code", [("overflow", "context_length_exceeded"),
-                                            ("badformat", "invalid_messages"),
-                                            ("limit", "limit_exceeded")])
-@pytest.mark.parametrize("stream", [False, True])
-def test_engine_errors_are_400(fake, content, code, stream):
-    _engine, server = fake
-    status, headers, data = _chat(server.port, content, stream=stream)
-    err = _assert_error(status, headers, data, 400)
-    assert err["code"] == code and err["type"] == "invalid_request_error"
-    assert any(w in err["message"] for w in ("n_ctx", "call_x", "max_message_bytes"))
-
-
-def test_unexpected_error_is_500_and_server_survives(fake):
-    _engine, server = fake
-    err = _assert_error(*_chat(server.port, "crash"), 500)
-    assert err["type"] == "server_error" and "boom" in err["message"]
-    status, _h, data = _chat(server.port, "hello")
-    assert status == 200 and json.loads(data)["choices"][0]["message"]["content"] == "ok"
-
-
-def test_error_mid_stream_is_reported_in_band(fake):
-    _engine, server = fake
-    status, headers, data = _chat(server.port, "midcrash", stream=True)
-    assert status == 200 and headers["content-type"].startswith("text/event-stream")
-    events = [e[len("data: "):] for e in data.decode().split("\n\n") if e]
-    assert events[-1] == "[DONE]"
-    assert "exploded mid-stream" in json.loads(events[-2])["error"]["message"]
-
-
-def test_passes_reasoning_effort_and_model_name(fake):
-    engine, server = fake
-    assert _chat(server.port, "a", reasoning_effort="low")[0] == 200
-    assert _chat(server.port, "b", reasoning={"effort": "high"}, max_completion_tokens=7)[0] == 200
-    assert engine.calls[-2]["reasoning_effort"] == "low"
-    assert engine.calls[-1]["reasoning_effort"] == "high" and engine.calls[-1]["max_tokens"] == 7
-    assert engine.calls[-1]["model"] == "fake-oss"
-
-
-def test_queue_timeout_gives_503(fake):
-    engine, server = fake
-    with ThreadPoolExecutor(2) as pool:
-        blocked = pool.submit(_chat, server.port, "block")
-        deadline = time.monotonic() + 10
-        while not server.model_lock.locked() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        err = _assert_error(*_chat(server.port, "hello"), 503)
-        assert err["code"] == "server_busy" and "queue_timeout" in err["message"]
-        engine.release.set()
-        assert blocked.result(timeout=30)[0] == 200
-    assert _chat(server.port, "hello")[0] == 200
-
-
-def test_request_size_and_framing_errors(fake):
-    _engine, server = fake
-    port = server.port
-    big = json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode()
-    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", big), 413)
-    assert "4096" in err["message"] and err["code"] == "request_too_large"
-    # a huge declared length is refused from the headers alone (nothing is read)
-    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b"", {"Content-Length": str(10 ** 9)}), 413)
-    assert "1000000000" in err["message"]
-    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b"", {"Content-Length": "-5"}), 400)
-    assert err["code"] == "invalid_content_length"
-    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b"{not json"), 400)
-    assert err["code"] == "invalid_json"
-    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", None), 400)
-    assert "Content-Length" in err["message"]
-    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b"[1]"), 400)
-    err = _assert_error(*_raw(port, "POST", "/v1/chat/completions", b'{"messages":[{"role":"bot"}]}'), 400)
-    assert err["param"] == "messages[0].role"
-    _assert_error(*_raw(port, "GET", "/nowhere"), 404)
-    _assert_error(*_raw(port, "GET", "/v1/chat/completions"), 405)
-    _assert_error(*_raw(port, "PUT", "/v1/models", b"{}"), 501)
-    _assert_error(*_raw(port, "GET", "/v1/models/other"), 404)
-    status, headers, data = _raw(port, "GET", "/v1/models/fake-oss")
-    assert status == 200 and json.loads(data)["id"] == "fake-oss"
-
-
-def test_disconnect_mid_stream_stops_generation(fake):
-    engine, server = fake
-    body = json.dumps({"messages": [{"role": "user", "content": "long"}], "stream": True}).encode()
-    sock = socket.create_connection((HOST, server.port), timeout=10)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    got = b""
-    while b"data: " not in got:
-        got += sock.recv(4096)
-    sock.close()
-    deadline = time.monotonic() + 10
-    while engine.closed_streams < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert engine.closed_streams == 1
-    assert engine.chunks_sent < 2000  # generation stopped early
-    status, _h, data = _chat(server.port, "hello")
-    assert status == 200
-    assert server.disconnects >= 1
-
-
-# ================================================================================================
-# Real engine: HarmonyEngine over the tiny random-weight gpt-oss model, the official client
-# ================================================================================================
-
-HELLO_ANALYSIS = "The user greets me. Reply with a short, friendly greeting."
-HELLO_FINAL = "Hello! How can I help you today?"
-HELLO = (f"<|channel|>analysis<|message|>{HELLO_ANALYSIS}<|end|>"
-         f"<|start|>assistant<|channel|>final<|message|>{HELLO_FINAL}<|return|>")
-LONG = ("<|channel|>analysis<|message|>" + "Let me think about this step by step. " * 150 + "<|end|>"
-        "<|start|>assistant<|channel|>final<|message|>Done.<|return|>")
-MODEL_NAME = "tiny-gpt-oss"
-
-
-class Scenarios:
-    """logits_processor_factory: picks the completion to force from the request.
-
-    A tool result last -> turn 2 of the recorded weather exchange; a user message mentioning
-    the weather -> turn 1 (analysis + get_weather call); ``scenario:long`` -> a long analysis;
-    anything else -> HELLO. Every processor made is kept (to check where generation stopped).
-    """
-
-    def __init__(self, enc):
-        self.enc = enc
-        self.made: List[Any] = []
-        self.lock = threading.Lock()
-
-    def completion_for(self, body: Dict[str, Any]) -> str:
-        last = body["messages"][-1]
-        content = last.get("content") if isinstance(last.get("content"), str) else ""
-        if last.get("role") == "tool":
-            return d.TURN2_COMPLETION
-        if "weather" in content.lower():
-            return d.TURN1_COMPLETION
-        if "scenario:long" in content:
-            return LONG
-        return HELLO
-
-    def __call__(self, body: Dict[str, Any]):
-        from llama_cpp import LogitsProcessorList
-        from llama_harmony.tiny_model import ForcedTokens
-
-        text = self.completion_for(body)
-        forced = ForcedTokens(self.enc.encode(text, allowed_special="all"))
-        forced.text = text
-        with self.lock:
-            self.made.append(forced)
-        return LogitsProcessorList([forced])
-
-
-class RecordingEngine:
-    """Passes calls through to the real engine and records their keyword arguments."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.kwargs: List[Dict[str, Any]] = []
-
-    def create_chat_completion(self, messages, **kw):
-        self.kwargs.append(dict(kw))
-        return self.engine.create_chat_completion(messages, **kw)
-
-
-@pytest.fixture(scope="session")
-def real(tmp_path_factory):
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("gguf")
-    engine_mod = pytest.importorskip("llama_harmony.engine")
-    openai = pytest.importorskip("openai")
-    from llama_harmony.tiny_model import N_VOCAB, ensure_tiny_model
-
-    enc = load_harmony_encoding()
-    path = ensure_tiny_model(enc.token_bytes_table(N_VOCAB), cache_dir=tmp_path_factory.mktemp("tiny-cache"))
-    engine = RecordingEngine(engine_mod.HarmonyEngine.from_path(str(path), n_ctx=2048, n_threads=1, seed=0))
-    scenarios = Scenarios(enc)
-    server = make_server(engine, HOST, 0, model_name=MODEL_NAME, max_request_bytes=64 * 1024, queue_timeout=120,
-                         logits_processor_factory=scenarios)
-    thread = _serve(server)
-    client = openai.OpenAI(base_url=f"http://{HOST}:{server.port}/v1", api_key="x", max_retries=0, timeout=60)
-    yield {"server": server, "client": client, "engine": engine, "scenarios": scenarios, "enc": enc}
-    client.close()
-    _stop(server, thread)
-
-
-def _reasoning(obj) -> Optional[str]:
-    return getattr(obj, "reasoning_content", None)
-
-
-def _collect(stream):
-    """Accumulate a streamed completion: (reasoning, content, tool calls, finish_reason, chunks)."""
-    reasoning, content, calls, finish, n = [], [], {}, None, 0
-    for chunk in stream:
-        n += 1
-        assert chunk.object == "chat.completion.chunk" and chunk.model == MODEL_NAME
-        for ch in chunk.choices:
-            delta = ch.delta
-            if _reasoning(delta):
-                reasoning.append(_reasoning(delta))
-            if delta.content:
-                content.append(delta.content)
-            for tc in delta.tool_calls or []:
-                slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
-                slot["id"] = tc.id or slot["id"]
-                if tc.function and tc.function.name:
-                    slot["name"] += tc.function.name
-                if tc.function and tc.function.arguments:
-                    slot["arguments"] += tc.function.arguments
-            finish = ch.finish_reason or finish
-    return "".join(reasoning), "".join(content), [calls[i] for i in sorted(calls)], finish, n
-
-
-def test_real_non_streamed(real):
-    resp = real["client"].chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "Hi!"}])
-    msg = resp.choices[0].message
-    assert resp.object == "chat.completion" and resp.model == MODEL_NAME
-    assert msg.role == "assistant" and msg.content == HELLO_FINAL
-    assert _reasoning(msg) == HELLO_ANALYSIS
-    assert not msg.tool_calls and resp.choices[0].finish_reason == "stop"
-    assert resp.usage.prompt_tokens > 0 and resp.usage.completion_tokens > 0
-    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
-
-
-def test_real_streamed(real):
-    stream = real["client"].chat.completions.create(model=MODEL_NAME, stream=True,
-                                                    messages=[{"role": "user", "content": "Hi!"}])
-    reasoning, content, calls, finish, n = _collect(stream)
-    assert (reasoning, content, calls, finish) == (HELLO_ANALYSIS, HELLO_FINAL, [], "stop")
-    assert n > 3  # really streamed, not one blob
-
-
-def test_real_max_tokens_cut(real):
-    resp = real["client"].chat.completions.create(model=MODEL_NAME, max_tokens=5,
-                                                  messages=[{"role": "user", "content": "Hi!"}])
-    assert resp.choices[0].finish_reason == "length"
-    assert resp.usage.completion_tokens <= 5
-
-
-def test_real_reasoning_effort_reaches_engine(real):
-    client, engine = real["client"], real["engine"]
-    client.chat.completions.create(model=MODEL_NAME, reasoning_effort="high",
-                                   messages=[{"role": "user", "content": "Hi!"}])
-    assert engine.kwargs[-1]["reasoning_effort"] == "high"
-    client.chat.completions.create(model=MODEL_NAME, extra_body={"reasoning": {"effort": "low"}},
-                                   messages=[{"role": "user", "content": "Hi!"}])
-    assert engine.kwargs[-1]["reasoning_effort"] == "low"
-
-
-def test_real_tool_call_round_trip(real):
-    client = real["client"]
-    messages: List[Dict[str, Any]] = d.openai_messages_turn1()
-    resp = client.chat.completions.create(model=MODEL_NAME, messages=messages, tools=d.TOOLS)
-    choice = resp.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert _reasoning(choice.message) == d.EXPECTED_TURN1_ANALYSIS
-    assert not choice.message.content
-    (call,) = choice.message.tool_calls
-    assert call.type == "function" and call.id
-    assert call.function.name == d.EXPECTED_TOOL_NAME
-    assert call.function.arguments == d.EXPECTED_TOOL_ARGUMENTS
-
-    messages.append({"role": "assistant", "content": None, "reasoning_content": _reasoning(choice.message),
-                     "tool_calls": [{"id": call.id, "type": "function",
-                                     "function": {"name": call.function.name, "arguments": call.function.arguments}}]})
-    messages.append({"role": "tool", "tool_call_id": call.id, "content": d.TOOL_RESULT})
-    resp2 = client.chat.completions.create(model=MODEL_NAME, messages=messages, tools=d.TOOLS)
-    assert resp2.choices[0].finish_reason == "stop"
-    assert resp2.choices[0].message.content == d.EXPECTED_FINAL
-    assert _reasoning(resp2.choices[0].message) == d.EXPECTED_TURN2_ANALYSIS
-
-
-def test_real_tool_call_streamed(real):
-    stream = real["client"].chat.completions.create(model=MODEL_NAME, stream=True, tools=d.TOOLS,
-                                                    messages=d.openai_messages_turn1())
-    reasoning, content, calls, finish, _n = _collect(stream)
-    assert reasoning == d.EXPECTED_TURN1_ANALYSIS and not content and finish == "tool_calls"
-    assert [(c["name"], c["arguments"]) for c in calls] == [(d.EXPECTED_TOOL_NAME, d.EXPECTED_TOOL_ARGUMENTS)]
-    assert calls[0]["id"]
-
-
-def test_real_unknown_tool_call_id_is_400(real):
-    import openai
-
-    messages = d.openai_messages_turn1() + [{"role": "tool", "tool_call_id": "call_nobody", "content": "x"}]
-    with pytest.raises(openai.BadRequestError) as ei:
-        real["client"].chat.completions.create(model=MODEL_NAME, messages=messages, tools=d.TOOLS)
-    assert ei.value.status_code == 400 and "call_nobody" in ei.value.message
-
-
-def test_real_context_overflow_is_400(real):
-    import openai
-
-    text = "overflow " * 3000  # ~3000 tokens, 27 KB: under the byte cap, over n_ctx=2048
-    with pytest.raises(openai.BadRequestError) as ei:
-        real["client"].chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": text}])
-    assert ei.value.body["code"] == "context_length_exceeded"
-
-
-def test_real_models_and_health(real):
-    client, server = real["client"], real["server"]
-    assert [m.id for m in client.models.list()] == [MODEL_NAME]
-    status, headers, data = _raw(server.port, "GET", "/health")
-    assert status == 200 and headers["content-type"].startswith("application/json")
-    assert json.loads(data)["status"] == "ok" and json.loads(data)["model"] == MODEL_NAME
-
-
-def test_real_oversized_and_invalid_requests(real):
-    import openai
-
-    client, server = real["client"], real["server"]
-    with pytest.raises(openai.APIStatusError) as ei:
-        client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "x" * 70_000}])
-    assert ei.value.status_code == 413
-    err = ei.value.body
-    assert err["type"] == "invalid_request_error" and err["code"] == "request_too_large"
-    assert "65536" in err["message"]
-    err = _assert_error(*_raw(server.port, "POST", "/v1/chat/completions", b'{"messages": [', {}), 400)
-    assert err["code"] == "invalid_json"
-    with pytest.raises(openai.BadRequestError) as ei:
-        client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "narrator", "content": "x"}])
-    assert ei.value.body["param"] == "messages[0].role"
-    # the server still answers
-    assert client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "Hi"}]) \
-        .choices[0].message.content == HELLO_FINAL
-
-
-def test_real_eight_concurrent_streams(real):
-    import openai
-
-    server = real["server"]
-
-    def one(i: int):
-        client = openai.OpenAI(base_url=f"http://{HOST}:{server.port}/v1", api_key="x", max_retries=0, timeout=90)
-        try:
-            stream = client.chat.completions.create(model=MODEL_NAME, stream=True, max_tokens=64,
-                                                    messages=[{"role": "user", "content": f"Hi #{i}"}])
-            return _collect(stream)
-        except openai.APIStatusError as e:  # a clean, OpenAI-shaped refusal is acceptable
-            return e
-        finally:
-            client.close()
-
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(one, range(8), timeout=120))
-    assert time.monotonic() - t0 < 120
-    done = [r for r in results if isinstance(r, tuple)]
-    errors = [r for r in results if not isinstance(r, tuple)]
-    assert all(e.status_code == 503 for e in errors)
-    assert len(done) >= 1
-    for reasoning, content, calls, finish, _n in done:
-        assert (reasoning, content, calls, finish) == (HELLO_ANALYSIS, HELLO_FINAL, [], "stop")
-    status, _h, data = _raw(server.port, "GET", "/health")
-    assert status == 200 and json.loads(data)["busy"] is False
-
-
-def test_real_client_disconnect_mid_stream(real):
-    server, scenarios, client = real["server"], real["scenarios"], real["client"]
-    body = json.dumps({"model": MODEL_NAME, "stream": True, "max_tokens": 1500,
-                       "messages": [{"role": "user", "content": "scenario:long"}]}).encode()
-    before = server.disconnects
-    sock = socket.create_connection((HOST, server.port), timeout=30)
+@pytest.fixture(scope="module")
+def keyed(engine):
+    s = _start(engine, api_keys=("k-one", "k-two"))
+    yield s
+    s.stop()
+
+
+def test_api_keys(keyed, engine):
+    for path in ("/v1/models", "/metrics", "/openapi.json"):
+        err = api_error(*raw(keyed, "GET", path), 401)
+        assert err["code"] == "invalid_api_key"
+        api_error(*raw(keyed, "GET", path, headers={"Authorization": "Bearer wrong"}), 401)
+        api_error(*raw(keyed, "GET", path, headers={"Authorization": "Basic k-one"}), 401)
+        assert raw(keyed, "GET", path, headers={"Authorization": "Bearer k-two"})[0] == 200
+    assert raw(keyed, "GET", "/health")[0] == 200  # open, for load balancers
+    with pytest.raises(openai.AuthenticationError):
+        client(keyed, key="wrong").models.list()
+    engine.replay = Replay([FINAL])
     try:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        got = b""
-        deadline = time.monotonic() + 30
-        while b"data: " not in got and time.monotonic() < deadline:
-            got += sock.recv(4096)
-        assert got.startswith(b"HTTP/1.1 200")
+        with pytest.raises(openai.AuthenticationError):
+            client(keyed, key="wrong").chat.completions.create(model=MODEL, messages=USER)
+        assert engine.replay.used == 0  # refused before any generation
+        r = client(keyed, key="k-one").chat.completions.create(model=MODEL, messages=USER)
+        assert r.choices[0].message.content == "Hello there, friend!"
     finally:
-        sock.close()
-    long_proc = next(p for p in reversed(scenarios.made) if p.text == LONG)
-    # The next request is served normally, promptly.
-    t0 = time.monotonic()
-    resp = client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "Hi"}])
-    assert resp.choices[0].message.content == HELLO_FINAL
-    assert time.monotonic() - t0 < 30
-    assert server.disconnects == before + 1
-    assert not long_proc.exhausted  # generation stopped when the client left
-    status, _h, data = _raw(server.port, "GET", "/health")
-    assert status == 200 and json.loads(data)["busy"] is False
+        engine.replay = None
+
+
+def test_no_cors_by_default_and_json_only(srv, replay):
+    origin = {"Origin": "https://evil.example"}
+    status, headers, _ = raw(srv, "GET", "/v1/models", headers=origin)
+    assert status == 200 and not any(h.startswith("access-control-") for h in headers)
+    status, headers, _ = raw(srv, "OPTIONS", "/v1/chat/completions",
+                             headers={**origin, "Access-Control-Request-Method": "POST",
+                                      "Access-Control-Request-Headers": "content-type"})
+    assert status == 204 and not any(h.startswith("access-control-") for h in headers)
+    # A "simple" cross-origin request a web page can send without a preflight: refused, not run.
+    r = replay(FINAL)
+    body = json.dumps({"model": MODEL, "messages": USER}).encode()
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        err = api_error(*raw(srv, "POST", "/v1/chat/completions", body, {**origin, "Content-Type": ctype}), 415)
+        assert err["code"] == "unsupported_media_type"
+    api_error(*raw(srv, "POST", "/v1/chat/completions", body, origin), 415)
+    assert r.used == 0
+
+
+def test_cors_origin_allows_only_that_origin(engine):
+    with _start(engine, cors_origins=("https://app.example",)) as s:
+        pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+        status, headers, _ = raw(s, "OPTIONS", "/v1/chat/completions", headers={"Origin": "https://app.example", **pre})
+        assert status == 200
+        assert headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in headers["access-control-allow-methods"]
+        status, headers, _ = raw(s, "OPTIONS", "/v1/chat/completions", headers={"Origin": "https://evil.example", **pre})
+        assert "access-control-allow-origin" not in headers
+        status, headers, _ = raw(s, "GET", "/v1/models", headers={"Origin": "https://app.example"})
+        assert headers["access-control-allow-origin"] == "https://app.example"
+        status, headers, _ = raw(s, "GET", "/v1/models", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in headers
+
+
+def test_content_is_logged_only_when_asked(engine, caplog):
+    secret = "my-secret-words-1234"
+    msgs = [{"role": "user", "content": secret}]
+    for log_content in (False, True):
+        engine.replay = Replay([FINAL])
+        caplog.clear()
+        with caplog.at_level("INFO", logger="llama_harmony.server"):
+            with _start(engine, log_content=log_content) as s:
+                client(s).chat.completions.create(model=MODEL, messages=msgs)
+        text = caplog.text
+        assert "POST /v1/chat/completions 200" in text and "prompt=" in text
+        assert (secret in text) is log_content
+        assert ("Hello there, friend!" in text) is log_content
+    engine.replay = None
+
+
+# ================================================================================================
+# Work is never wasted on clients that left
+# ================================================================================================
+
+def _quick(s, replay) -> float:
+    replay(FINAL)
+    t = time.perf_counter()
+    assert client(s).chat.completions.create(model=MODEL, messages=USER).choices[0].message.content
+    return time.perf_counter() - t
+
+
+def test_abandoned_non_streaming_request_is_cancelled(srv, replay, engine):
+    base = _quick(srv, replay)
+    engine.replay = None
+    # 3,000 unforced tokens (random weights: no end of generation) take ~10 s on this model.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(srv.url + "/v1/chat/completions", json={"model": MODEL, "messages": USER, "max_tokens": 3000},
+                   timeout=httpx.Timeout(60, read=0.5))
+    t = time.perf_counter()
+    elapsed = _quick(srv, replay)
+    assert time.perf_counter() - t < base + 1.0, "the abandoned request kept the model busy"
+    assert elapsed < base + 1.0
+    assert metric(srv, "llama_harmony_generations_total", finish_reason="cancelled") >= 1
+
+
+def test_queued_request_dropped_when_its_client_goes(srv, replay, engine):
+    engine.replay = None
+    done = threading.Event()
+
+    def long_stream():
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", timeout=60,
+                          json={"model": MODEL, "messages": USER, "max_tokens": 400, "stream": True}) as r:
+            for _ in r.iter_lines():
+                pass
+        done.set()
+
+    t = threading.Thread(target=long_stream)
+    t.start()
+    deadline = time.monotonic() + 10
+    while json.loads(raw(srv, "GET", "/health")[2])["in_flight"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before = metric(srv, "llama_harmony_generations_total")
+    with pytest.raises(httpx.ReadTimeout):  # waits behind the stream, then gives up
+        httpx.post(srv.url + "/v1/chat/completions", json={"model": MODEL, "messages": USER, "max_tokens": 5},
+                   timeout=httpx.Timeout(60, read=0.3))
+    deadline = time.monotonic() + 5
+    while json.loads(raw(srv, "GET", "/health")[2])["waiting"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert json.loads(raw(srv, "GET", "/health")[2])["waiting"] == 0
+    t.join(60)
+    assert done.is_set()
+    time.sleep(0.2)
+    assert metric(srv, "llama_harmony_generations_total") == before + 1  # only the stream generated
+
+
+def test_client_disconnect_mid_stream_stops_generation(srv, replay, engine):
+    engine.replay = None
+    with httpx.stream("POST", srv.url + "/v1/chat/completions", timeout=60,
+                      json={"model": MODEL, "messages": USER, "max_tokens": 3000, "stream": True}) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i > 10:
+                break
+    t = time.perf_counter()
+    _quick(srv, replay)
+    assert time.perf_counter() - t < 3.0
+
+
+def test_queue_timeout_gives_503_with_retry_after(engine, replay):
+    engine.replay = None
+    with _start(engine, queue_timeout=0.2) as s:
+        def long():
+            return post_json(s, "/v1/chat/completions", {"messages": USER, "max_tokens": 300})
+
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(long)
+            deadline = time.monotonic() + 10
+            while json.loads(raw(s, "GET", "/health")[2])["in_flight"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            status, headers, data = post_json(s, "/v1/chat/completions", {"messages": USER, "max_tokens": 3})
+            err = api_error(status, headers, data, 503)
+            assert err["code"] == "server_busy" and headers["retry-after"] == "1"
+            assert fut.result()[0] == 200
+
+
+def test_eight_concurrent_streams_all_complete(srv, engine):
+    engine.replay = Replay([FINAL] * 8)
+    try:
+        def one(_):
+            stream = client(srv, timeout=120).chat.completions.create(model=MODEL, messages=USER, stream=True)
+            text, finish = "", None
+            for chunk in stream:
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+            return text, finish
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(8)))
+        assert results == [("Hello there, friend!", "stop")] * 8
+    finally:
+        engine.replay = None
+
+
+# ================================================================================================
+# Log-probabilities
+# ================================================================================================
+
+def _expected_logprobs(tiny_path, prompt: List[int], generated: List[int], k: int):
+    """log-softmax of llama.cpp's logits for each generated id, computed directly."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(str(tiny_path), n_ctx=N_CTX, n_batch=512, n_threads=2, logits_all=True, verbose=False)
+    try:
+        llm.eval(prompt + generated)
+        scores = np.array(llm.scores[: len(prompt) + len(generated)], dtype=np.float64)
+    finally:
+        llm.close()
+    out = []
+    for i, tok in enumerate(generated):
+        row = scores[len(prompt) + i - 1]
+        lse = row.max() + math.log(np.exp(row - row.max()).sum())
+        top = np.argsort(-row, kind="stable")[:k]
+        out.append((row[tok] - lse, [(int(t), row[t] - lse) for t in top]))
+    return out
+
+
+def test_logprobs_match_llama_cpp(srv, replay, engine, enc, tiny_path):
+    replay("<|channel|>final<|message|>Hello there, friend!<|return|>")
+    r = client(srv).chat.completions.create(model=MODEL, messages=USER, logprobs=True, top_logprobs=3)
+    entries = r.choices[0].logprobs.content
+    generated = list(engine.last_completion_ids)
+    content_ids = enc.encode("Hello there, friend!")
+    assert [e.token for e in entries] == [enc.decode([t]) for t in content_ids]
+    assert all(e.logprob <= 0 and len(e.top_logprobs) == 3 for e in entries)
+    assert all(e.bytes == list(enc.decode_bytes([t])) for e, t in zip(entries, content_ids))
+    expected = _expected_logprobs(tiny_path, list(engine.last_prompt_ids), generated, 3)
+    offset = generated.index(content_ids[0])
+    for j, e in enumerate(entries):
+        lp, top = expected[offset + j]
+        assert e.logprob == pytest.approx(lp, abs=2e-3)
+        assert [t.logprob for t in e.top_logprobs] == pytest.approx([x for _, x in top], abs=2e-3)
+        assert [t.token for t in e.top_logprobs] == [enc.decode([t]) for t, _ in top]
+
+    replay("<|channel|>final<|message|>Hello there, friend!<|return|>")
+    stream = client(srv).chat.completions.create(model=MODEL, messages=USER, logprobs=True, top_logprobs=3,
+                                                 stream=True)
+    streamed = [e for ch in stream if ch.choices and ch.choices[0].logprobs for e in ch.choices[0].logprobs.content]
+    assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in entries]
+    replay(FINAL)
+    plain = client(srv).chat.completions.create(model=MODEL, messages=USER)
+    assert plain.choices[0].logprobs is None
+
+
+# ================================================================================================
+# Metrics
+# ================================================================================================
+
+def test_metrics_parse_and_move(srv, replay):
+    before = {n: metric(srv, n) for n in ("llama_harmony_requests_total", "llama_harmony_completion_tokens_total",
+                                          "llama_harmony_prompt_tokens_total",
+                                          "llama_harmony_time_to_first_token_seconds_count")}
+    repairs = metric(srv, "llama_harmony_parser_repairs_total", kind="stray_token")
+    # <|return|> right after <|end|> (vLLM #50690): a repair, not an error.
+    replay("<|channel|>final<|message|>Hi<|end|><|return|>")
+    r = client(srv).chat.completions.create(model=MODEL, messages=USER)
+    assert r.choices[0].message.content == "Hi"
+    assert metric(srv, "llama_harmony_requests_total") > before["llama_harmony_requests_total"]
+    assert metric(srv, "llama_harmony_completion_tokens_total") >= before["llama_harmony_completion_tokens_total"] + 4
+    assert metric(srv, "llama_harmony_prompt_tokens_total") > before["llama_harmony_prompt_tokens_total"]
+    assert metric(srv, "llama_harmony_time_to_first_token_seconds_count") == \
+        before["llama_harmony_time_to_first_token_seconds_count"] + 1
+    assert metric(srv, "llama_harmony_parser_repairs_total", kind="stray_token") == repairs + 1
+    assert metric(srv, "llama_harmony_requests_total", endpoint="/v1/chat/completions", status="200") >= 1
+    _, headers, data = raw(srv, "GET", "/metrics")
+    names = {f.name for f in text_string_to_metric_families(data.decode())}
+    assert {"llama_harmony_queue_length", "llama_harmony_time_per_output_token_seconds",
+            "llama_harmony_cached_prompt_tokens", "llama_harmony_parser_repairs"} <= names
+
+
+# ================================================================================================
+# Peers' known failures (REFERENCE.md §11): content, never an error
+# ================================================================================================
+
+@pytest.mark.parametrize("completion, content", [
+    ("<|channel|>commentary ––commentary<|message|>odd header<|end|>"
+     "<|start|>assistant<|channel|>final<|message|>answer<|return|>", "odd header\nanswer"),
+    ("<|channel|>final<|message|>done<|end|><|return|>", "done"),
+    ("Just text with no channel at all.<|return|>", "Just text with no channel at all."),
+    ("<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>x<|return|>", "x"),
+])
+def test_malformed_model_output_is_content(srv, replay, completion, content):
+    for stream in (False, True):
+        replay(completion)
+        c = client(srv)
+        if stream:
+            text = "".join(ch.choices[0].delta.content or "" for ch in
+                           c.chat.completions.create(model=MODEL, messages=USER, stream=True) if ch.choices)
+        else:
+            text = c.chat.completions.create(model=MODEL, messages=USER).choices[0].message.content
+        assert content in text or text == content
+
+
+# ================================================================================================
+# The serve command: start-up, warnings, graceful shutdown
+# ================================================================================================
+
+def _serve_cmd(tiny_path, *args, env=None):
+    cmd = [sys.executable, "-m", "llama_harmony.cli", "serve", "--model", str(tiny_path), "--port", "0",
+           "--ctx", str(N_CTX), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Serving "):
+            url = line.split(" at ", 1)[1].split("/v1", 1)[0]
+            return proc, url, lines
+    proc.kill()
+    raise AssertionError("serve did not start:\n" + "".join(lines))
+
+
+def test_warning_when_binding_beyond_loopback_without_key(tiny_path):
+    proc, url, lines = _serve_cmd(tiny_path, "--host", "0.0.0.0")
+    try:
+        assert any("WITHOUT an API key" in line for line in lines), lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    proc, url, lines = _serve_cmd(tiny_path, "--host", "0.0.0.0", env={"LLAMA_HARMONY_API_KEY": "abc"})
+    try:
+        assert not any("WITHOUT an API key" in line for line in lines)
+        assert "API key required" in lines[-1]
+        port = url.rsplit(":", 1)[1]
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer abc"}).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_sigterm_ends_streams_with_finish_reason_and_done(tiny_path, tmp_path):
+    long_final = "<|channel|>final<|message|>" + "word " * 2500 + "<|return|>"
+    replay_file = tmp_path / "replay.json"
+    replay_file.write_text(json.dumps([long_final, long_final]))
+    proc, url, _ = _serve_cmd(tiny_path, "--replay", str(replay_file))
+    try:
+        body = {"model": "x", "messages": USER, "stream": True}
+        got: Dict[str, Any] = {}
+
+        def non_streamed():
+            got["plain"] = httpx.post(url + "/v1/chat/completions", json={"messages": USER}, timeout=60)
+
+        with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "model": None}, timeout=60) as r:
+            lines = r.iter_lines()
+            first = [next(lines) for _ in range(10)]
+            assert all(not line or line.startswith("data: ") for line in first)
+            worker = threading.Thread(target=non_streamed)
+            worker.start()
+            time.sleep(0.3)
+            t = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rest = list(lines)
+        payloads = [line[len("data: "):] for line in first + rest if line.startswith("data: ")]
+        events = [p if p == "[DONE]" else json.loads(p) for p in payloads]
+        assert events[-1] == "[DONE]"
+        finals = [e for e in events[:-1] if e["choices"] and e["choices"][0]["finish_reason"]]
+        assert [e["choices"][0]["finish_reason"] for e in finals] == ["length"]
+        assert proc.wait(20) == 0
+        assert time.monotonic() - t < 15
+        worker.join(20)
+        # The request that was waiting for the model gets an answer too (503: shutting down,
+        # or its output so far).
+        assert got["plain"].status_code in (200, 503)
+        if got["plain"].status_code == 200:
+            assert got["plain"].json()["choices"][0]["finish_reason"] == "length"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_replay_file_errors_are_usage_errors(tiny_path, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}')
+    r = subprocess.run([sys.executable, "-m", "llama_harmony.cli", "serve", "--model", str(tiny_path), "--replay",
+                        str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "JSON list of strings" in r.stderr

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
+from . import serve_cli
+
 PROG = "llama-harmony"
 _EFFORTS = ("low", "medium", "high")
 _ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -766,32 +768,6 @@ def cmd_chat(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# serve
-# ------------------------------------------------------------------------------------------------
-
-def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    import logging
-
-    from .server import make_server, serve_forever
-
-    _check_model_path(args.model)
-    name = args.model_name or Path(args.model).name.removesuffix(".gguf")
-    engine = _load_engine(args.model, n_ctx=args.ctx, n_threads=args.threads, verbose=args.verbose)
-    try:
-        server = make_server(engine, args.host, args.port, model_name=name, max_request_bytes=args.max_request_bytes,
-                             queue_timeout=args.queue_timeout)
-    except OSError as e:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    if not args.quiet:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    sys.stderr.write(f"Serving {name} at {server.url}/v1 (POST /v1/chat/completions, GET /v1/models, "
-                     f"GET /health). Ctrl-C to stop.\n")
-    sys.stderr.flush()
-    serve_forever(server)
-    return 0
-
-
-# ------------------------------------------------------------------------------------------------
 # Argument parsing and main
 # ------------------------------------------------------------------------------------------------
 
@@ -831,20 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-color", action="store_true", help="no ANSI colors (also off when not a terminal)")
     c.set_defaults(func=cmd_chat)
 
-    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/chat/completions)",
-                       description="Serve a gpt-oss GGUF model over an OpenAI-compatible HTTP API: "
-                                   "POST /v1/chat/completions (streaming with SSE), GET /v1/models, GET /health. "
-                                   "Requests take turns on the model.")
-    _add_model_args(s)
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=_positive_int("--port", 0, 65535), default=8000, help="port (default 8000)")
-    s.add_argument("--max-request-bytes", type=_positive_int("--max-request-bytes", 1024), default=1 << 20,
-                   metavar="N", help="largest accepted request body (default 1048576)")
-    s.add_argument("--queue-timeout", type=_float_range("--queue-timeout", 0.0, 86400.0), default=300.0,
-                   metavar="SECONDS", help="how long a request waits for the model before 503 (default 300)")
-    s.add_argument("--model-name", metavar="NAME", help="model id reported by the API (default: the file name)")
-    s.add_argument("--quiet", action="store_true", help="do not log requests")
-    s.set_defaults(func=cmd_serve)
+    serve_cli.add_serve_parser(sub, _positive_int, _float_range)
 
     r = sub.add_parser("render", help="render a conversation JSON to Harmony tokens",
                        description="Render a conversation to Harmony prompt tokens. Input: Conversation.to_dict() "
@@ -914,4 +877,8 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the importable module's main (not this __main__ copy), so the error classes that other
+    # modules import from llama_harmony.cli are the ones main() catches.
+    from llama_harmony.cli import main as _main
+
+    sys.exit(_main())

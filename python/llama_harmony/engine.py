@@ -111,7 +111,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import (Any, AsyncIterator, Deque, Dict, Iterator, List, Literal, Mapping, Optional,
+from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Literal, Mapping, Optional,
                     Sequence, Tuple, Union, overload)
 
 from . import HarmonyEncodingName, Role, StreamableParser, load_harmony_encoding
@@ -266,6 +266,9 @@ class Turn:
         self._started = False
         #: Set (from the worker thread) once an :meth:`aevents` generation has really ended.
         self.finished = threading.Event()
+        self._worker = False
+        self._callbacks: List[Callable[[], None]] = []
+        self._cb_lock = threading.Lock()
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -279,6 +282,26 @@ class Turn:
     @property
     def stopping(self) -> bool:
         return self._stop is not None
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once this generation has let go of the model: at once when
+        :meth:`aevents` never started a worker (or it already ended), else from the worker
+        thread when it ends."""
+        with self._cb_lock:
+            if self._worker and not self.finished.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def _finish_worker(self) -> None:
+        with self._cb_lock:
+            self.finished.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # pragma: no cover - a callback must not kill the worker
+                pass
 
     # -- the steps shared by every driver --------------------------------------------------------
 
@@ -422,9 +445,11 @@ class Turn:
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 post(_Failure(exc))
             finally:
-                self.finished.set()
+                self._finish_worker()
                 post(_DONE)
 
+        with self._cb_lock:
+            self._worker = True
         threading.Thread(target=work, name="llama-harmony-turn", daemon=True).start()
         try:
             while True:
@@ -757,14 +782,19 @@ class HarmonyEngine:
                      stop: Optional[Union[str, Sequence[str]]] = None, logits_processor: Any = None,
                      grammar: Any = None, stream_options: Optional[Mapping[str, Any]] = None,
                      model: Optional[str] = None, logprobs: Optional[bool] = None, top_logprobs: Optional[int] = None,
-                     forced: Optional[Sequence[int]] = None, **extra: Any) -> "ChatRequest":
+                     forced: Optional[Sequence[int]] = None, rendered: Optional[Sequence[int]] = None,
+                     **extra: Any) -> "ChatRequest":
         """A prepared chat request (rendered, spliced, checked; not started): its
         :class:`Turn` and the :class:`~llama_harmony.openai_output.ChunkStream` that shapes its
         output. :meth:`create_chat_completion` is ``chat_request(...).chunks()``; the HTTP
-        server drives :meth:`ChatRequest.achunks` instead. Same arguments and errors."""
+        server drives :meth:`ChatRequest.achunks` instead. Same arguments and errors;
+        ``rendered``: the request's render, when the caller made it already (:meth:`render`)."""
         convert = {k: extra[k] for k in ("model_identity", "conversation_start_date", "limits") if k in extra}
-        normal_ids = self.render(messages, tools=tools, tool_choice=tool_choice, reasoning_effort=reasoning_effort,
-                                 response_format=response_format, **convert)
+        if rendered is not None:
+            normal_ids = list(rendered)
+        else:
+            normal_ids = self.render(messages, tools=tools, tool_choice=tool_choice,
+                                     reasoning_effort=reasoning_effort, response_format=response_format, **convert)
         prompt_ids, spliced = self._splice(normal_ids)
         self._check_prompt(prompt_ids)
         k = _top_logprobs(logprobs, top_logprobs)
@@ -795,7 +825,8 @@ class ChatRequest:
     def _token_bytes(self, token: int) -> bytes:
         return self.engine.encoding.decode_bytes([token])
 
-    def _chunks_of(self, event: TurnEvent) -> List[Dict[str, Any]]:
+    def chunks_for(self, event: TurnEvent) -> List[Dict[str, Any]]:
+        """The chunks one :class:`TurnEvent` makes (a stop string stops the turn)."""
         cs = self.stream
         entry = None
         if cs.logprobs and event.token is not None and event.kind == "content" and event.token.logprob is not None:
@@ -805,7 +836,8 @@ class ChatRequest:
             self.turn.stop("stop")
         return out
 
-    def _finish(self) -> List[Dict[str, Any]]:
+    def finish_chunks(self) -> List[Dict[str, Any]]:
+        """The last chunks (held-back text, ``finish_reason``, usage) once the turn ended."""
         r = self.turn.result
         return self.stream.finish(r.finish_reason, prompt_tokens=r.prompt_tokens,
                                   completion_tokens=r.completion_tokens, cached_tokens=r.cached_tokens or 0,
@@ -816,16 +848,16 @@ class ChatRequest:
         with self.engine.backend.hold():
             yield self.stream.start()
             for event in self.turn.events_held():
-                yield from self._chunks_of(event)
-        yield from self._finish()
+                yield from self.chunks_for(event)
+        yield from self.finish_chunks()
 
     async def achunks(self) -> AsyncIterator[Dict[str, Any]]:
         """The chunks from asyncio (the generation runs in a worker thread; see :meth:`Turn.aevents`)."""
         yield self.stream.start()
         async for event in self.turn.aevents():
-            for chunk in self._chunks_of(event):
+            for chunk in self.chunks_for(event):
                 yield chunk
-        for chunk in self._finish():
+        for chunk in self.finish_chunks():
             yield chunk
 
 

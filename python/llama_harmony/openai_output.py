@@ -13,9 +13,11 @@ Output policies
   ``commentary`` messages without a recipient (preambles) -> ``content``. Preambles are
   user-facing by design, and an assistant message ``{content, tool_calls}`` sent back in the
   next request renders again as preamble + calls, so the round trip is exact.
-* A message with a recipient other than ``assistant``/``user``/``all``/``system``/
-  ``developer`` (on any channel: gpt-oss often calls functions from ``analysis``) is a tool
-  call: ``function.name`` is the recipient without its ``functions.`` prefix and
+* A message whose recipient is a tool name (ASCII letters, digits, ``_``, ``-`` and ``.``;
+  not ``assistant``/``user``/``all``/``system``/``developer``), on any channel (gpt-oss often
+  calls functions from ``analysis``), is a tool call (another word in the recipient slot, e.g.
+  ``––commentary`` from a malformed header, is not: the message is content or reasoning):
+  ``function.name`` is the recipient without its ``functions.`` prefix and
   ``function.arguments`` the body text as the model wrote it (``"{}"`` when empty).
 * Several messages of the same kind are joined with ``"\\n"``.
 * ``finish_reason``: ``"length"`` when generation was cut by ``max_tokens`` or the context
@@ -33,6 +35,7 @@ Output policies
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -64,11 +67,15 @@ def new_completion_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
 
 
+#: What a tool name looks like (OpenAI function names, namespaced with dots: ``functions.get_weather``,
+#: ``browser.search``); anything else in the recipient slot is a misparsed header word.
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
+
+
 def message_kind(channel: Optional[str], recipient: Optional[str]) -> Tuple[str, Optional[str]]:
     """``("reasoning" | "content" | "tool", tool name or None)`` for a message header."""
-    if (recipient and recipient.strip() and recipient.strip() not in NOT_CALL_RECIPIENTS
-            and "<|" not in recipient):  # a special-token name is a misparsed header, not a tool
-        r = recipient.strip()
+    r = recipient.strip() if recipient else ""
+    if r and r not in NOT_CALL_RECIPIENTS and _TOOL_NAME.match(r):
         return "tool", (r[len("functions."):] if r.startswith("functions.") and len(r) > 10 else r)
     if channel == "analysis":
         return "reasoning", None
