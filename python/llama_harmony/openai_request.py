@@ -51,8 +51,10 @@ Policies
   ``function_call`` fields are accepted too.)
 * **Chain of thought** (``cot_policy``): ``"spec"`` (default, the Harmony guide's intent)
   drops the reasoning of every completed turn (an assistant turn followed by a later user
-  message) and keeps the reasoning of the turn in progress, so a tool-call chain gets its
-  reasoning back after every tool result; rendered with ``auto_drop_analysis=False``.
+  message; built-in ``python``/``browser`` calls and results on ``analysis`` count as
+  reasoning, function calls do not) and keeps the reasoning of the turn in progress, so a
+  tool-call chain gets its reasoning back after every tool result; rendered with
+  ``auto_drop_analysis=False`` (:func:`drop_completed_reasoning`).
   ``"reference"`` keeps every message and renders with ``auto_drop_analysis=True``
   (openai-harmony's own rule: drop the analysis before the first ``final`` only when the
   last assistant message is on ``final``). ``"keep"`` keeps and renders all reasoning.
@@ -77,6 +79,7 @@ from . import (
     SystemContent,
     TextContent,
     ToolDescription,
+    ToolNamespaceConfig,
 )
 
 __all__ = [
@@ -307,12 +310,8 @@ def messages_to_conversation(
 
     descs, extra_instruction = _apply_tool_choice(_tool_descriptions(tools), tool_choice)
 
-    system = SystemContent.new().with_reasoning_effort(_effort(reasoning_effort))
-    if model_identity is not None:
-        system = system.with_model_identity(model_identity)
-    if conversation_start_date is not None:
-        system = system.with_conversation_start_date(conversation_start_date)
-    out: List[Message] = [Message.from_role_and_content(Role.SYSTEM, system)]
+    out: List[Message] = [system_message(reasoning_effort, model_identity=model_identity,
+                                         conversation_start_date=conversation_start_date)]
 
     def role_of(i: int, m: Any) -> str:
         if not isinstance(m, Mapping):
@@ -333,20 +332,9 @@ def messages_to_conversation(
         start += 1
     if extra_instruction:
         instructions.append(extra_instruction)
-
-    contents: List[Any] = []
-    if instructions or descs:
-        dev = DeveloperContent.new()
-        if instructions:
-            dev = dev.with_instructions("\n\n".join(instructions))
-        if descs:
-            dev = dev.with_function_tools(descs)
-        contents.append(dev)
-    rf_text = _response_format_text(response_format)
-    if rf_text:
-        contents.append(TextContent(text=("\n\n" if contents else "") + rf_text))
-    if contents:
-        out.append(Message.from_role_and_contents(Role.DEVELOPER, contents))
+    dev = developer_message(instructions, descs, response_format)
+    if dev is not None:
+        out.append(dev)
 
     call_names: Dict[str, str] = {}
     last_user = -1
@@ -369,9 +357,64 @@ def messages_to_conversation(
             out.append(_tool_message(m, where, role, call_names))
 
     if cot_policy == "spec" and last_user >= 0:
-        out = [msg for k, msg in enumerate(out)
-               if not (k < last_user and msg.author.role == Role.ASSISTANT and msg.channel == "analysis")]
+        out = drop_completed_reasoning(out)
     return Conversation.from_messages(out)
+
+
+def system_message(reasoning_effort: Any = None, *, model_identity: Optional[str] = None,
+                   conversation_start_date: Optional[str] = None,
+                   builtin_tools: Sequence[ToolNamespaceConfig] = ()) -> Message:
+    """The Harmony system message: identity, date, reasoning effort and the built-in tool
+    namespaces (``ToolNamespaceConfig.python()`` / ``.browser()``) in its ``# Tools`` section."""
+    system = SystemContent.new().with_reasoning_effort(_effort(reasoning_effort))
+    if model_identity is not None:
+        system = system.with_model_identity(model_identity)
+    if conversation_start_date is not None:
+        system = system.with_conversation_start_date(conversation_start_date)
+    for namespace in builtin_tools:
+        system = system.with_tools(namespace)
+    return Message.from_role_and_content(Role.SYSTEM, system)
+
+
+def developer_message(instructions: Sequence[str], tools: Sequence[ToolDescription],
+                      response_format: Optional[Mapping[str, Any]] = None) -> Optional[Message]:
+    """The Harmony developer message: ``# Instructions`` (the texts joined by a blank line),
+    the ``functions`` namespace and the ``# Response Formats`` section (chat
+    ``response_format`` shape); None when there is nothing to say."""
+    contents: List[Any] = []
+    if instructions or tools:
+        dev = DeveloperContent.new()
+        if instructions:
+            dev = dev.with_instructions("\n\n".join(instructions))
+        if tools:
+            dev = dev.with_function_tools(list(tools))
+        contents.append(dev)
+    rf_text = _response_format_text(response_format)
+    if rf_text:
+        contents.append(TextContent(text=("\n\n" if contents else "") + rf_text))
+    return Message.from_role_and_contents(Role.DEVELOPER, contents) if contents else None
+
+
+def _is_function_message(msg: Message) -> bool:
+    name = msg.recipient if msg.author.role == Role.ASSISTANT else msg.author.name
+    return bool(name) and name.startswith("functions.")
+
+
+def drop_completed_reasoning(messages: Sequence[Message]) -> List[Message]:
+    """The ``spec`` chain-of-thought rule: drop the ``analysis`` messages before the last user
+    message (the reasoning of completed turns, with the built-in tool calls and results the
+    model made on ``analysis`` while thinking: ``python``, ``browser.*``), keep the rest.
+    Function calls and their results stay, whatever their channel."""
+    last_user = max((k for k, m in enumerate(messages) if m.author.role == Role.USER), default=-1)
+    return [m for k, m in enumerate(messages)
+            if not (k < last_user and m.channel == "analysis" and m.author.role in (Role.ASSISTANT, Role.TOOL)
+                    and not _is_function_message(m))]
+
+
+def function_result_message(name: str, text: str) -> Message:
+    """A function tool's result: ``functions.{name} to=assistant`` on ``commentary``."""
+    return (Message(author=Author(role=Role.TOOL, name=f"functions.{name}"), content=[TextContent(text=text)])
+            .with_channel("commentary").with_recipient("assistant"))
 
 
 def _assistant_messages(m: Mapping[str, Any], where: str, call_names: Dict[str, str]) -> List[Message]:
@@ -427,9 +470,7 @@ def _tool_message(m: Mapping[str, Any], where: str, role: str, call_names: Dict[
             raise OpenAIFormatError(f"{where} needs a tool_call_id", param=f"{where}.tool_call_id")
         if name.startswith("functions."):
             name = name[len("functions."):]
-    text = _text_of(m.get("content"), where) or ""
-    return (Message(author=Author(role=Role.TOOL, name=f"functions.{name}"), content=[TextContent(text=text)])
-            .with_channel("commentary").with_recipient("assistant"))
+    return function_result_message(name, _text_of(m.get("content"), where) or "")
 
 
 def render_config(cot_policy: str = "spec") -> RenderConversationConfig:
