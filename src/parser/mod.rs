@@ -21,7 +21,8 @@
 //! # Lenient mode: documented outcomes
 //!
 //! `S` = `<|start|>`, `C` = `<|channel|>`, `M` = `<|message|>`, `K` = `<|constrain|>`,
-//! `E`/`R`/`L` = `<|end|>`/`<|return|>`/`<|call|>`. Each row has a unit test (`lenient_*`).
+//! `E`/`R`/`L` = `<|end|>`/`<|return|>`/`<|call|>`. Each row has a unit test (`lenient_*`, named
+//! after it, in `tests/outcome_table.rs`).
 //!
 //! | input (model output)                                | reference (strict)            | lenient outcome                                                           | repair kinds |
 //! |-----------------------------------------------------|-------------------------------|---------------------------------------------------------------------------|--------------|
