@@ -1,9 +1,8 @@
-//! The reference modes: openai-harmony 0.0.8's `StreamableParser`, strict
-//! ([`Mode::Strict`](super::Mode::Strict)) and non-strict
-//! ([`Mode::NonStrict`](super::Mode::NonStrict)), bug for bug: the same messages, the same
-//! accessor values after every token, the same error text at the same token and the same
-//! state after an error (checked against the reference's golden vectors in
-//! `tests/golden.rs`). Memory is capped by the limits (an error past a cap).
+//! The reference modes: openai-harmony 0.0.8's `StreamableParser`, strict ([`Mode::Strict`])
+//! and non-strict ([`Mode::NonStrict`]), bug for bug: the same messages, the same accessor
+//! values after every token, the same error text at the same token and the same state after
+//! an error (checked against the reference's golden vectors in `tests/golden.rs`). Memory is
+//! capped by the limits (an error past a cap).
 
 use super::buffers::{limit_err, push_delta, HeaderBuf, LastDelta, State};
 use super::decode::ref_decode_utf8;

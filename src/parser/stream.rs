@@ -201,6 +201,7 @@ impl StreamParser {
         Ok(())
     }
 
+    /// One id through the per-token path of the mode (the history extended first).
     pub(super) fn step(&mut self, t: Rank, out: &mut Vec<Event>) -> Result<()> {
         self.push_token(t);
         match self.mode {
@@ -217,7 +218,6 @@ impl StreamParser {
     }
 
     /// Processes EOS; returns whether the stream ended mid-message.
-    /// Processes EOS; returns whether the stream ended mid-message.
     pub(super) fn eos(&mut self, out: &mut Vec<Event>) -> Result<bool> {
         match self.mode {
             Mode::Strict | Mode::NonStrict => self.eos_ref(out),
@@ -228,6 +228,9 @@ impl StreamParser {
 
     // ----- a message's start and end (every mode) ---------------------------------------------
 
+    /// Opens a message with a complete header: emits `MessageStart` (and `ToolCallStart`
+    /// for a call) and enters the Content state. `stray`: a message the reference would not
+    /// have made (see [`Body`]).
     pub(super) fn open_body(
         &mut self,
         header: ParsedHeader,

@@ -50,7 +50,8 @@ pub enum StopReason {
     End,
     /// `<|endoftext|>`.
     EndOfText,
-    /// The caller cut generation (max tokens) mid-turn ([`StreamParser::finish_length`]).
+    /// The caller cut generation (max tokens) mid-turn
+    /// ([`StreamParser::finish_length`](super::StreamParser::finish_length)).
     Length,
     /// The stream ended mid-message (EOS without a stop token).
     Truncated,
