@@ -22,7 +22,7 @@ START, MESSAGE, END, RETURN, CALL, CHANNEL, CONSTRAIN = 200006, 200008, 200007, 
 SPECIALS = [199998, 199999, 200002, 200003, 200005, 200006, 200007, 200008, 200010, 200012, 201088]
 
 # Golden rows where lenient mode intentionally differs from the reference's non-strict result
-# (the reference loses text or misparses; see src/parser.rs, "Lenient mode").
+# (the reference loses text or misparses; see src/parser/mod.rs, "Lenient mode").
 LENIENT_DEVIATIONS = {
     "final_constrain_json", "final_plain_json", "constrain_without_recipient_commentary",
     "channel_words_json_no_to", "constrain_twice", "missing_message_first", "missing_message_no_channel",

@@ -20,7 +20,9 @@ use crate::limits::{check, Limits};
 use crate::render::{self, RenderConversationConfig, RenderOptions};
 use crate::tokenizer::{tokenizer, Rank, N_VOCAB};
 
+mod events;
 mod parser;
+mod token_ids;
 
 create_exception!(_core, HarmonyError, PyRuntimeError, "Error raised by llama-harmony (a RuntimeError, like openai_harmony's).");
 create_exception!(_core, LimitExceeded, HarmonyError, "A configured size limit was exceeded; raised before the large work happens. Attributes: limit, cap, actual.");
@@ -559,7 +561,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let mut ranks = Vec::new();
-        parser::read_ids(ids, &mut ranks, parser::rank_or_overflow)?;
+        token_ids::read_ids(ids, &mut ranks, token_ids::rank_or_overflow)?;
         let bytes = guarded(py, || tokenizer().decode_bytes(&ranks))?;
         Ok(PyBytes::new(py, &bytes))
     }
@@ -567,7 +569,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_utf8(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         let mut ranks = Vec::new();
-        parser::read_ids(ids, &mut ranks, parser::rank_or_overflow)?;
+        token_ids::read_ids(ids, &mut ranks, token_ids::rank_or_overflow)?;
         guarded(py, || tokenizer().decode_utf8(&ranks))
     }
 

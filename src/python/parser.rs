@@ -1,185 +1,20 @@
-//! Python binding of the streaming parser: `NativeParser`, the event classes and
-//! `parse_completion`. Events are small native classes built directly (no JSON, no Python
-//! code per event); messages cross as plain tuples (see `message_to_tuple`).
+//! Python binding of the streaming parser: `NativeParser` and `parse_completion`. Events
+//! are built by `events.rs`, ids read by `token_ids.rs`; messages cross as plain tuples (see
+//! `message_to_tuple`).
 
-
-use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 
+use super::events::{self, events_to_py};
+use super::token_ids::{rank_or_overflow, read_ids};
 use super::{message_to_tuple, run_guarded as run, HarmonyError, PyLimits};
 use crate::chat::Role;
 use crate::limits::Limits;
 use crate::parser::{self, Event, Mode, StreamParser};
-use crate::tokenizer::{tokenizer, Rank};
+use crate::tokenizer::Rank;
 
 /// Above this many ids a `feed` releases the GIL while parsing.
 const RELEASE_GIL_ABOVE: usize = 512;
-
-fn py_repr(py: Python<'_>, s: &str) -> String {
-    PyString::new(py, s)
-        .repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| format!("{s:?}"))
-}
-
-fn py_opt_repr(py: Python<'_>, s: &Option<String>) -> String {
-    s.as_deref().map_or_else(|| "None".to_string(), |s| py_repr(py, s))
-}
-
-macro_rules! event_class {
-    ($rust:ident, $name:literal, $tag:literal, { $($field:ident : $ty:ty),* }, |$slf:ident, $py:ident| $repr:expr) => {
-        #[doc = concat!("Parser event `", $name, "` (see the `llama_harmony` parser documentation).")]
-        #[pyclass(name = $name, module = "llama_harmony._core", frozen, get_all, eq)]
-        #[derive(Clone, PartialEq)]
-        pub struct $rust {
-            $(pub $field: $ty),*
-        }
-
-        #[pymethods]
-        impl $rust {
-            #[new]
-            fn new($($field: $ty),*) -> Self {
-                $rust { $($field),* }
-            }
-            /// The event type tag.
-            #[classattr]
-            fn r#type() -> &'static str {
-                $tag
-            }
-            #[classattr]
-            fn __match_args__(py: Python<'_>) -> PyResult<Py<PyTuple>> {
-                Ok(PyTuple::new(py, [$(stringify!($field)),*])?.unbind())
-            }
-            fn __repr__(&self, py: Python<'_>) -> String {
-                let $slf = self;
-                let $py = py;
-                $repr
-            }
-        }
-    };
-}
-
-event_class!(MessageStart, "MessageStart", "message_start", {
-    index: usize, role: String, name: Option<String>, channel: Option<String>,
-    recipient: Option<String>, content_type: Option<String>, raw_header: String
-}, |s, py| format!(
-    "MessageStart(index={}, role={}, name={}, channel={}, recipient={}, content_type={}, raw_header={})",
-    s.index, py_repr(py, &s.role), py_opt_repr(py, &s.name), py_opt_repr(py, &s.channel),
-    py_opt_repr(py, &s.recipient), py_opt_repr(py, &s.content_type), py_repr(py, &s.raw_header)));
-event_class!(ContentDelta, "ContentDelta", "content_delta", { index: usize, text: String },
-    |s, py| format!("ContentDelta(index={}, text={})", s.index, py_repr(py, &s.text)));
-event_class!(MessageDone, "MessageDone", "message_done", { index: usize, stop_token: Option<u32> },
-    |s, _py| format!("MessageDone(index={}, stop_token={})", s.index, s.stop_token.map_or("None".into(), |t| t.to_string())));
-event_class!(ToolCallStart, "ToolCallStart", "tool_call_start", { index: usize, call_index: usize, name: String, recipient: String },
-    |s, py| format!("ToolCallStart(index={}, call_index={}, name={}, recipient={})", s.index, s.call_index, py_repr(py, &s.name), py_repr(py, &s.recipient)));
-event_class!(ToolCallDelta, "ToolCallDelta", "tool_call_delta", { index: usize, call_index: usize, arguments: String },
-    |s, py| format!("ToolCallDelta(index={}, call_index={}, arguments={})", s.index, s.call_index, py_repr(py, &s.arguments)));
-event_class!(ToolCallDone, "ToolCallDone", "tool_call_done", { index: usize, call_index: usize },
-    |s, _py| format!("ToolCallDone(index={}, call_index={})", s.index, s.call_index));
-event_class!(Repair, "Repair", "repair", { index: Option<usize>, kind: String, detail: String },
-    |s, py| format!("Repair(index={}, kind={}, detail={})", s.index.map_or("None".into(), |i| i.to_string()), py_repr(py, &s.kind), py_repr(py, &s.detail)));
-event_class!(Done, "Done", "done", { reason: String },
-    |s, py| format!("Done(reason={})", py_repr(py, &s.reason)));
-event_class!(Incomplete, "Incomplete", "incomplete", { reason: String },
-    |s, py| format!("Incomplete(reason={})", py_repr(py, &s.reason)));
-
-fn event_to_py(py: Python<'_>, e: Event) -> PyResult<PyObject> {
-    Ok(match e {
-        Event::MessageStart {
-            index,
-            role,
-            name,
-            channel,
-            recipient,
-            content_type,
-            raw_header,
-        } => Py::new(
-            py,
-            MessageStart {
-                index,
-                role: role.as_str().to_string(),
-                name,
-                channel,
-                recipient,
-                content_type,
-                raw_header,
-            },
-        )?
-        .into_any(),
-        Event::ContentDelta { index, text } => Py::new(py, ContentDelta { index, text })?.into_any(),
-        Event::MessageDone { index, stop_token } => Py::new(py, MessageDone { index, stop_token })?.into_any(),
-        Event::ToolCallStart {
-            index,
-            call_index,
-            name,
-            recipient,
-        } => Py::new(
-            py,
-            ToolCallStart {
-                index,
-                call_index,
-                name,
-                recipient,
-            },
-        )?
-        .into_any(),
-        Event::ToolCallDelta {
-            index,
-            call_index,
-            arguments,
-        } => Py::new(
-            py,
-            ToolCallDelta {
-                index,
-                call_index,
-                arguments,
-            },
-        )?
-        .into_any(),
-        Event::ToolCallDone { index, call_index } => Py::new(py, ToolCallDone { index, call_index })?.into_any(),
-        Event::Repair { index, kind, detail } => Py::new(
-            py,
-            Repair {
-                index,
-                kind: kind.as_str().to_string(),
-                detail,
-            },
-        )?
-        .into_any(),
-        Event::Done { reason } => Py::new(
-            py,
-            Done {
-                reason: reason.as_str().to_string(),
-            },
-        )?
-        .into_any(),
-        Event::Incomplete { reason } => Py::new(
-            py,
-            Incomplete {
-                reason: reason.as_str().to_string(),
-            },
-        )?
-        .into_any(),
-    })
-}
-
-/// Converts a batch of events (draining `events`, whose capacity is kept for the next batch).
-/// The core already merged the adjacent text deltas of one message (or tool call) within the
-/// batch: a `feed()` of many tokens costs one Python object per message part, not one per
-/// token. Concatenating the deltas gives the same text whatever the batching.
-fn events_to_py<'py>(py: Python<'py>, events: &mut Vec<Event>) -> PyResult<Bound<'py, PyList>> {
-    if events.len() == 1 {
-        // the common case (one text delta): no intermediate vector
-        let e = events.pop().expect("one event");
-        return PyList::new(py, [event_to_py(py, e)?]);
-    }
-    let items = events
-        .drain(..)
-        .map(|e| event_to_py(py, e))
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, items)
-}
 
 fn parse_mode(mode: &str) -> PyResult<Mode> {
     Mode::parse(mode).ok_or_else(|| {
@@ -194,12 +29,6 @@ fn parse_role(role: Option<&str>) -> PyResult<Option<Role>> {
         .transpose()
 }
 
-/// An id from Python as the reference reads it: OverflowError outside 0..2^32.
-#[inline]
-pub(super) fn rank_or_overflow(id: i64) -> PyResult<Rank> {
-    u32::try_from(id).map_err(|_| PyOverflowError::new_err("out of range integral type conversion attempted"))
-}
-
 /// An id fed to a parser: the lenient and raw modes read an id outside 0..2^32 as an
 /// unknown id (U+FFFD); the reference modes raise like the reference.
 #[inline]
@@ -210,91 +39,9 @@ fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
     }
 }
 
-/// The value of an exact `int`.
-///
-/// # Safety
-/// `p` points to a live exact `int` and the GIL is held.
-#[inline]
-unsafe fn exact_int(py: Python<'_>, p: *mut pyo3::ffi::PyObject) -> PyResult<i64> {
-    // SAFETY: per the contract; on overflow it returns -1 with an exception set, which is
-    // taken and returned. No Python code runs.
-    let v = unsafe { pyo3::ffi::PyLong_AsLongLong(p) };
-    if v == -1 {
-        if let Some(e) = PyErr::take(py) {
-            return Err(e);
-        }
-    }
-    Ok(v)
-}
-
-/// The value of an id read from Python. An exact `int` (what every caller passes) is read
-/// with one C call; anything else (a subclass, an `__index__` object) goes through the
-/// general conversion, which may run Python code.
-#[inline]
-fn int_value(item: &Bound<'_, PyAny>) -> PyResult<i64> {
-    let p = item.as_ptr();
-    // SAFETY: `item` keeps `p` alive; the GIL is held.
-    if unsafe { pyo3::ffi::PyLong_CheckExact(p) } != 0 {
-        return unsafe { exact_int(item.py(), p) };
-    }
-    item.extract::<i64>()
-}
-
 /// Reads the ids of a parser's input (see [`read_ids`]).
 fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyResult<()> {
     read_ids(ids, out, |v| to_rank(v, mode))
-}
-
-/// Reads a sequence of ids (a list or tuple directly, any other iterable item by item) into
-/// `out`, each converted by `conv`, without an intermediate `Vec<i64>`. A `str` is refused,
-/// as a `Vec` extraction does.
-pub(super) fn read_ids(ids: &Bound<'_, PyAny>, out: &mut Vec<Rank>, conv: impl Fn(i64) -> PyResult<Rank>) -> PyResult<()> {
-    out.clear();
-    // each id's token bytes start loading while the next ids are read
-    let tk = tokenizer();
-    if let Ok(list) = ids.downcast::<PyList>() {
-        let n = list.len();
-        out.reserve(n);
-        for i in 0..n {
-            // SAFETY: `list` is a live list and the GIL is held. `PyList_GetItem` checks the
-            // index (NULL and IndexError if the list shrank, which only Python code run by a
-            // non-int item's conversion can do) and returns a borrowed reference. An exact
-            // int is read at once (no Python code runs, so the list still holds it); any
-            // other item is owned first (`from_borrowed_ptr` increfs it), so it stays alive
-            // whatever its conversion does to the list.
-            let v = unsafe {
-                let p = pyo3::ffi::PyList_GetItem(list.as_ptr(), i as pyo3::ffi::Py_ssize_t);
-                if p.is_null() {
-                    return Err(PyErr::fetch(list.py()));
-                }
-                if pyo3::ffi::PyLong_CheckExact(p) != 0 {
-                    exact_int(list.py(), p)?
-                } else {
-                    Bound::from_borrowed_ptr(list.py(), p).extract::<i64>()?
-                }
-            };
-            let r = conv(v)?;
-            tk.prefetch_id(r);
-            out.push(r);
-        }
-    } else if let Ok(tuple) = ids.downcast::<PyTuple>() {
-        out.reserve(tuple.len());
-        // borrowed items: a tuple cannot change
-        for item in tuple.iter_borrowed() {
-            let r = conv(int_value(&item)?)?;
-            tk.prefetch_id(r);
-            out.push(r);
-        }
-    } else if ids.is_instance_of::<PyString>() {
-        return Err(pyo3::exceptions::PyTypeError::new_err(
-            "Can't extract `str` to a sequence of token ids",
-        ));
-    } else {
-        for item in ids.try_iter()? {
-            out.push(conv(int_value(&item?)?)?);
-        }
-    }
-    Ok(())
 }
 
 /// The native streaming parser. `llama_harmony.StreamableParser` subclasses it, so the
@@ -541,15 +288,7 @@ fn parse_completion<'py>(
 /// Registers the parser classes and functions in `_core` (called from `mod.rs`).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeParser>()?;
-    m.add_class::<MessageStart>()?;
-    m.add_class::<ContentDelta>()?;
-    m.add_class::<MessageDone>()?;
-    m.add_class::<ToolCallStart>()?;
-    m.add_class::<ToolCallDelta>()?;
-    m.add_class::<ToolCallDone>()?;
-    m.add_class::<Repair>()?;
-    m.add_class::<Done>()?;
-    m.add_class::<Incomplete>()?;
+    events::register(m)?;
     m.add_function(wrap_pyfunction!(parse_completion, m)?)?;
     Ok(())
 }
