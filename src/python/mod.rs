@@ -559,7 +559,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let mut ranks = Vec::new();
-        parser::read_ids(ids, &mut ranks, parser::rank_or_overflow)?;
+        parser::read_ids(ids, &mut ranks, parser::strict_rank)?;
         let bytes = guarded(py, || tokenizer().decode_bytes(&ranks))?;
         Ok(PyBytes::new(py, &bytes))
     }
@@ -567,7 +567,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_utf8(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         let mut ranks = Vec::new();
-        parser::read_ids(ids, &mut ranks, parser::rank_or_overflow)?;
+        parser::read_ids(ids, &mut ranks, parser::strict_rank)?;
         guarded(py, || tokenizer().decode_utf8(&ranks))
     }
 

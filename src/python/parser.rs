@@ -10,7 +10,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use super::{message_to_tuple, run_guarded as run, HarmonyError, PyLimits};
 use crate::chat::Role;
 use crate::limits::Limits;
-use crate::parser::{self, Event, Mode, StreamParser};
+use crate::parser::{self, Event, Mode, RepairKind, StreamParser};
 use crate::tokenizer::{tokenizer, Rank};
 
 /// Above this many ids a `feed` releases the GIL while parsing.
@@ -196,59 +196,116 @@ fn parse_role(role: Option<&str>) -> PyResult<Option<Role>> {
 
 /// An id from Python as the reference reads it: OverflowError outside 0..2^32.
 #[inline]
-pub(super) fn rank_or_overflow(id: i64) -> PyResult<Rank> {
+fn rank_or_overflow(id: i64) -> PyResult<Rank> {
     u32::try_from(id).map_err(|_| PyOverflowError::new_err("out of range integral type conversion attempted"))
 }
 
-/// An id fed to a parser: the lenient and raw modes read an id outside 0..2^32 as an
-/// unknown id (U+FFFD); the reference modes raise like the reference.
+/// An id as read from Python.
+pub(super) enum Id<'py> {
+    /// Its value (any id that fits in an `i64`).
+    Int(i64),
+    /// An int that does not fit in an `i64`: the conversion's `OverflowError` and the object.
+    Big(PyErr, Bound<'py, PyAny>),
+}
+
+/// The reference's reading of an id (decode, the strict and non-strict parsers):
+/// `OverflowError` outside 0..2^32.
 #[inline]
-fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
-    match mode {
-        Mode::Lenient | Mode::Raw => Ok(u32::try_from(id).unwrap_or(u32::MAX)),
-        Mode::Strict | Mode::NonStrict => rank_or_overflow(id),
+pub(super) fn strict_rank(_position: usize, id: Id<'_>) -> PyResult<Rank> {
+    match id {
+        Id::Int(v) => rank_or_overflow(v),
+        Id::Big(e, _) => Err(e),
     }
 }
 
-/// The value of an exact `int`.
+/// The decimal text of an int that does not fit in an `i64` (or its size when Python refuses
+/// to print it: more than `sys.get_int_max_str_digits()` digits).
+fn big_int_text(obj: &Bound<'_, PyAny>) -> String {
+    let text = obj.call_method0("__index__").and_then(|i| i.str().map(|s| s.to_string()));
+    text.unwrap_or_else(|_| {
+        let bits = obj
+            .call_method0("__index__")
+            .and_then(|i| i.call_method0("bit_length"))
+            .and_then(|b| b.extract::<u64>());
+        match bits {
+            Ok(n) => format!("an integer of {n} bits"),
+            Err(_) => "an integer too large to print".to_string(),
+        }
+    })
+}
+
+/// How the lenient and raw parsers read ids: an id outside 0..2^32 (of any size) becomes
+/// the unknown id `u32::MAX` (U+FFFD, parsing goes on); its position and decimal text are
+/// added to `outside`, so the `invalid_token` repair can name the real id.
+fn lenient_rank(outside: &mut Vec<(usize, String)>) -> impl FnMut(usize, Id<'_>) -> PyResult<Rank> + '_ {
+    move |position, id| {
+        let text = match id {
+            Id::Int(v) => match u32::try_from(v) {
+                Ok(r) => return Ok(r),
+                Err(_) => v.to_string(),
+            },
+            Id::Big(_, obj) => big_int_text(&obj),
+        };
+        outside.push((position, text));
+        Ok(u32::MAX)
+    }
+}
+
+/// The value of an exact `int`, or `Id::Big` when it does not fit in an `i64`.
 ///
 /// # Safety
 /// `p` points to a live exact `int` and the GIL is held.
 #[inline]
-unsafe fn exact_int(py: Python<'_>, p: *mut pyo3::ffi::PyObject) -> PyResult<i64> {
+unsafe fn exact_int<'py>(py: Python<'py>, p: *mut pyo3::ffi::PyObject) -> PyResult<Id<'py>> {
     // SAFETY: per the contract; on overflow it returns -1 with an exception set, which is
-    // taken and returned. No Python code runs.
+    // taken. No Python code runs. The object is owned (`from_borrowed_ptr` increfs it) only
+    // on that rare path.
     let v = unsafe { pyo3::ffi::PyLong_AsLongLong(p) };
     if v == -1 {
         if let Some(e) = PyErr::take(py) {
+            if e.is_instance_of::<PyOverflowError>(py) {
+                return Ok(Id::Big(e, unsafe { Bound::from_borrowed_ptr(py, p) }));
+            }
             return Err(e);
         }
     }
-    Ok(v)
+    Ok(Id::Int(v))
 }
 
-/// The value of an id read from Python. An exact `int` (what every caller passes) is read
-/// with one C call; anything else (a subclass, an `__index__` object) goes through the
-/// general conversion, which may run Python code.
+/// An id read from any object: an exact `int` with one C call; anything else (a subclass,
+/// an `__index__` object) through the general conversion, which may run Python code.
 #[inline]
-fn int_value(item: &Bound<'_, PyAny>) -> PyResult<i64> {
+fn int_value<'py>(item: &Bound<'py, PyAny>) -> PyResult<Id<'py>> {
     let p = item.as_ptr();
     // SAFETY: `item` keeps `p` alive; the GIL is held.
     if unsafe { pyo3::ffi::PyLong_CheckExact(p) } != 0 {
         return unsafe { exact_int(item.py(), p) };
     }
-    item.extract::<i64>()
+    match item.extract::<i64>() {
+        Ok(v) => Ok(Id::Int(v)),
+        Err(e) if e.is_instance_of::<PyOverflowError>(item.py()) => Ok(Id::Big(e, item.clone())),
+        Err(e) => Err(e),
+    }
 }
 
-/// Reads the ids of a parser's input (see [`read_ids`]).
-fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyResult<()> {
-    read_ids(ids, out, |v| to_rank(v, mode))
+/// Reads the ids of a parser's input (see [`read_ids`]): in the lenient and raw modes the
+/// positions and texts of the ids outside 0..2^32 go to `outside`.
+fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>, outside: &mut Vec<(usize, String)>) -> PyResult<()> {
+    outside.clear();
+    match mode {
+        Mode::Lenient | Mode::Raw => read_ids(ids, out, lenient_rank(outside)),
+        Mode::Strict | Mode::NonStrict => read_ids(ids, out, strict_rank),
+    }
 }
 
 /// Reads a sequence of ids (a list or tuple directly, any other iterable item by item) into
-/// `out`, each converted by `conv`, without an intermediate `Vec<i64>`. A `str` is refused,
-/// as a `Vec` extraction does.
-pub(super) fn read_ids(ids: &Bound<'_, PyAny>, out: &mut Vec<Rank>, conv: impl Fn(i64) -> PyResult<Rank>) -> PyResult<()> {
+/// `out`, each converted by `conv` (given its position), without an intermediate
+/// `Vec<i64>`. A `str` is refused, as a `Vec` extraction does.
+pub(super) fn read_ids<'py>(
+    ids: &Bound<'py, PyAny>,
+    out: &mut Vec<Rank>,
+    mut conv: impl FnMut(usize, Id<'py>) -> PyResult<Rank>,
+) -> PyResult<()> {
     out.clear();
     // each id's token bytes start loading while the next ids are read
     let tk = tokenizer();
@@ -270,18 +327,18 @@ pub(super) fn read_ids(ids: &Bound<'_, PyAny>, out: &mut Vec<Rank>, conv: impl F
                 if pyo3::ffi::PyLong_CheckExact(p) != 0 {
                     exact_int(list.py(), p)?
                 } else {
-                    Bound::from_borrowed_ptr(list.py(), p).extract::<i64>()?
+                    int_value(&Bound::from_borrowed_ptr(list.py(), p))?
                 }
             };
-            let r = conv(v)?;
+            let r = conv(i, v)?;
             tk.prefetch_id(r);
             out.push(r);
         }
     } else if let Ok(tuple) = ids.downcast::<PyTuple>() {
         out.reserve(tuple.len());
         // borrowed items: a tuple cannot change
-        for item in tuple.iter_borrowed() {
-            let r = conv(int_value(&item)?)?;
+        for (i, item) in tuple.iter_borrowed().enumerate() {
+            let r = conv(i, int_value(&item)?)?;
             tk.prefetch_id(r);
             out.push(r);
         }
@@ -290,11 +347,37 @@ pub(super) fn read_ids(ids: &Bound<'_, PyAny>, out: &mut Vec<Rank>, conv: impl F
             "Can't extract `str` to a sequence of token ids",
         ));
     } else {
-        for item in ids.try_iter()? {
-            out.push(conv(int_value(&item?)?)?);
+        for (i, item) in ids.try_iter()?.enumerate() {
+            out.push(conv(i, int_value(&item?)?)?);
         }
     }
     Ok(())
+}
+
+/// Feeds `ranks` whose ids at the `outside` positions were outside 0..2^32 (read as the
+/// unknown id `u32::MAX`; lenient and raw modes, which never fail): each of those is fed on
+/// its own, and the `invalid_token` repair it causes names the id that was given.
+fn feed_naming_outside(
+    py: Python<'_>,
+    inner: &mut StreamParser,
+    ranks: &[Rank],
+    outside: &[(usize, String)],
+    events: &mut Vec<Event>,
+) -> PyResult<()> {
+    let mut start = 0;
+    for (pos, text) in outside {
+        let pos = *pos;
+        run(py, false, || inner.feed_into(&ranks[start..pos], events))?;
+        let first = events.len();
+        run(py, false, || inner.feed_into(&ranks[pos..pos + 1], events))?;
+        for e in &mut events[first..] {
+            if let Event::Repair { kind: RepairKind::InvalidToken, detail, .. } = e {
+                detail.clone_from(text);
+            }
+        }
+        start = pos + 1;
+    }
+    run(py, ranks.len() - start > RELEASE_GIL_ABOVE, || inner.feed_into(&ranks[start..], events))
 }
 
 /// The native streaming parser. `llama_harmony.StreamableParser` subclasses it, so the
@@ -307,6 +390,8 @@ pub struct NativeParser {
     /// Reused between `feed` calls (ids read from Python, events of the batch).
     ids: Vec<Rank>,
     events: Vec<Event>,
+    /// Positions and texts of the batch's ids outside 0..2^32 (lenient and raw modes).
+    outside: Vec<(usize, String)>,
 }
 
 #[pymethods]
@@ -330,13 +415,22 @@ impl NativeParser {
             inner,
             ids: Vec::new(),
             events: Vec::new(),
+            outside: Vec::new(),
         })
     }
 
     /// Feeds one id (the reference's `process`); returns the parser.
-    fn process(mut slf: PyRefMut<'_, Self>, token: i64) -> PyResult<PyRefMut<'_, Self>> {
+    /// In the lenient and raw modes an id outside 0..2^32 (of any size) is an unknown id.
+    fn process<'a>(mut slf: PyRefMut<'a, Self>, token: &Bound<'_, PyAny>) -> PyResult<PyRefMut<'a, Self>> {
         let py = slf.py();
-        let t = to_rank(token, slf.inner.mode())?;
+        let id = int_value(token)?;
+        let t = match slf.inner.mode() {
+            Mode::Lenient | Mode::Raw => match id {
+                Id::Int(v) => u32::try_from(v).unwrap_or(u32::MAX),
+                Id::Big(..) => u32::MAX,
+            },
+            Mode::Strict | Mode::NonStrict => strict_rank(0, id)?,
+        };
         let p = &mut slf.inner;
         run(py, false, || p.process(t))?;
         Ok(slf)
@@ -354,10 +448,14 @@ impl NativeParser {
     /// it were processed (their events are lost; use `process` for exact error positions).
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn feed<'py>(&mut self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-        let NativeParser { inner, ids: ranks, events } = self;
-        extract_ids(ids, inner.mode(), ranks)?;
+        let NativeParser { inner, ids: ranks, events, outside } = self;
+        extract_ids(ids, inner.mode(), ranks, outside)?;
         events.clear();
-        let r = run(py, ranks.len() > RELEASE_GIL_ABOVE, || inner.feed_into(ranks, events));
+        let r = if outside.is_empty() {
+            run(py, ranks.len() > RELEASE_GIL_ABOVE, || inner.feed_into(ranks, events))
+        } else {
+            feed_naming_outside(py, inner, ranks, outside, events)
+        };
         if let Err(e) = r {
             events.clear();
             return Err(e);
@@ -393,6 +491,7 @@ impl NativeParser {
             inner: self.inner.clone(),
             ids: Vec::new(),
             events: Vec::new(),
+            outside: Vec::new(),
         }
     }
 
@@ -527,7 +626,7 @@ fn parse_completion<'py>(
     let role = parse_role(role)?;
     let limits: Limits = limits.map(|l| l.inner).unwrap_or_default();
     let mut ranks = Vec::new();
-    extract_ids(ids, mode, &mut ranks)?;
+    extract_ids(ids, mode, &mut ranks, &mut Vec::new())?;
     let ms = run(py, ranks.len() > RELEASE_GIL_ABOVE, || {
         parser::parse_completion(&ranks, role, mode, limits)
     })?;
