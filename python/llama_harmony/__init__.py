@@ -30,12 +30,31 @@ __version__ = _core.__version__
 # ---------------------------------------------------------------------------------------------
 
 
+_JSON_KINDS = ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array"),
+               (tuple, "array"), (dict, "object"))
+
+
 def _shown(value: Any) -> str:
-    """A short description of a wrong value for an error message: its type and a cut repr."""
-    r = repr(value)
-    if len(r) > 60:
-        r = r[:57] + "..."
-    return f"{type(value).__name__} {r}"
+    """A short description of a wrong value for an error message: its kind and its text, cut.
+    Plain JSON values read as in JSON (``boolean true``, ``null``, ``number 5``: the same
+    message serves Python callers and the JSON the CLI and the server take); anything else
+    as its Python type and repr."""
+    if value is None:
+        return "null"
+    kind = next((k for t, k in _JSON_KINDS if isinstance(value, t)), None)
+    text = None
+    if kind is not None:
+        import json
+
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            pass
+    if text is None:
+        kind, text = type(value).__name__, repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{kind} {text}"
 
 
 def _check_str(value: Any, field_name: str) -> str:
@@ -197,7 +216,7 @@ class ToolDescription:
 
 def _check_dict(raw: Any, what: str) -> Dict[str, Any]:
     if not isinstance(raw, dict):
-        raise TypeError(f"{what} must be a dict, not {_shown(raw)}")
+        raise TypeError(f"{what} must be a dict (a JSON object), not {_shown(raw)}")
     return raw
 
 
@@ -474,7 +493,7 @@ def _content_from_dict(raw: Any, where: str = "content") -> Content:
     _check_dict(raw, where)
     kind = raw.get("type")
     if kind == "text":
-        return TextContent(text=_required(raw, "text", where))
+        return TextContent(text=_check_str(_required(raw, "text", where), f"{where}.text"))
     if kind == "system_content":
         return SystemContent.from_dict(raw)
     if kind == "developer_content":
