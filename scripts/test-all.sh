@@ -28,8 +28,9 @@ build_wheel() {
   [ -x .venv-build/bin/python ] || "$PY" -m venv .venv-build
   .venv-build/bin/python -m pip install --quiet "maturin[zig]==$MATURIN_VERSION"
   rm -rf dist/wheels
-  nice -n 10 .venv-build/bin/maturin build --release --locked --zig --compatibility "$WHEEL_COMPAT" \
-    --out dist/wheels
+  # (maturin finds zig through the python of the build venv: it must come first on PATH)
+  PATH="$ROOT/.venv-build/bin:$PATH" nice -n 10 maturin build --release --locked --zig \
+    --compatibility "$WHEEL_COMPAT" --out dist/wheels
   WHEEL="$(ls dist/wheels/llama_harmony-*.whl)"
   case "$(basename "$WHEEL")" in
     *-cp39-abi3-*manylinux_2_17_x86_64*.whl) ;;

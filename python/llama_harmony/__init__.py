@@ -175,6 +175,7 @@ class TextContent(Content):
         _check_str(self.text, "TextContent.text")
 
     def to_dict(self) -> Dict[str, Any]:
+        """``{"type": "text", "text": ...}``."""
         return {"type": "text", "text": self.text}
 
 
@@ -399,6 +400,7 @@ class SystemContent(Content):
         return self.with_tools(ToolNamespaceConfig.python())
 
     def to_dict(self) -> Dict[str, Any]:
+        """The openai_harmony JSON shape (``"type": "system_content"``; None fields left out)."""
         out: Dict[str, Any] = {}
         for k in ("model_identity", "reasoning_effort", "conversation_start_date", "knowledge_cutoff"):
             v = getattr(self, k)
@@ -470,6 +472,7 @@ class DeveloperContent(Content):
         return self.with_tools(ToolNamespaceConfig(name="functions", description=None, tools=list(tools)))
 
     def to_dict(self) -> Dict[str, Any]:
+        """The openai_harmony JSON shape (``"type": "developer_content"``; None fields left out)."""
         out: Dict[str, Any] = {}
         if self.instructions is not None:
             out["instructions"] = self.instructions
@@ -774,12 +777,15 @@ class HarmonyEncoding:
     """
 
     def __init__(self, name: str = "HarmonyGptOss", limits: Optional[Limits] = None, *, render_cache: bool = True):
+        """Use :func:`load_harmony_encoding`; ``limits``: the caps (default :class:`Limits`),
+        ``render_cache``: keep the ids of rendered messages for re-renders."""
         self._name = name
         self._inner = _core.NativeEncoding(limits, render_cache)
         self._names = frozenset(self._inner.special_tokens())
 
     @property
     def name(self) -> str:
+        """The encoding's name (``HarmonyGptOss``)."""
         return self._name
 
     @property
@@ -789,6 +795,7 @@ class HarmonyEncoding:
 
     @limits.setter
     def limits(self, value: Limits) -> None:
+        """Replaces the caps of this encoding."""
         self._inner.limits = value
 
     @property
@@ -798,6 +805,7 @@ class HarmonyEncoding:
 
     @functools.cached_property
     def special_tokens_set(self) -> set:
+        """The names of the 1,091 special tokens."""
         return set(self._names)
 
     # -- rendering ------------------------------------------------------------------------------
@@ -927,6 +935,7 @@ class HarmonyEncoding:
         return self._inner.decode_utf8(tokens)
 
     def is_special_token(self, token: int) -> bool:
+        """Whether ``token`` is a special token (``<|start|>``, ``<|reserved_200013|>``...)."""
         return self._inner.is_special_token(token)
 
     def stop_tokens(self) -> List[int]:

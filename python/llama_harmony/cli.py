@@ -373,6 +373,7 @@ def _conversation_from_json(data: Any, fmt: str, cot_policy: str = "spec", limit
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
+    """``render``: conversation JSON -> ``{"tokens", "text", "count"}`` on ``out``."""
     from . import HarmonyError, LimitExceeded, RenderConversationConfig, Role
 
     limits = _limits_from_args(args)
@@ -465,6 +466,8 @@ def _report(events: List[Any], limits: Any, err: TextIO) -> None:
 
 
 def cmd_parse(args: argparse.Namespace, out: TextIO) -> int:
+    """``parse``: token ids (or Harmony text) -> ``{"messages": [...]}`` on ``out``; lenient by
+    default, with repairs, limit cuts and truncation reported on stderr."""
     from . import HarmonyError, LimitExceeded, Role, StreamableParser
 
     limits = _limits_from_args(args)
@@ -549,6 +552,7 @@ def _reasoning_of(msg: Dict[str, Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """``demo``: the offline tour on the tiny random-weight model (exit 1 if the replay differs)."""
     t0 = time.perf_counter()
     err = sys.stderr
     style = _Style(out, not args.no_color)
@@ -936,6 +940,7 @@ class _ChatSession:
 
 
 def cmd_chat(args: argparse.Namespace, out: TextIO) -> int:
+    """``chat``: checks the model path and the tools file, loads the model, runs the REPL."""
     _check_model_path(args.model)
     session_tools = _ChatSession._load_tools(args.tools)  # validate before the slow model load
     del session_tools
@@ -974,6 +979,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 # ------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
     p = _Parser(prog=PROG, description="Run OpenAI's gpt-oss models with exact Harmony rendering and parsing "
                                        "on llama.cpp.",
                 epilog="Run '%(prog)s COMMAND --help' for a command's options.")

@@ -137,6 +137,7 @@ class OpenAIFormatError(ValueError):
     """
 
     def __init__(self, message: str, *, param: Optional[str] = None):
+        """``message``: what is wrong; ``param``: the field (``messages[3].content``), if known."""
         super().__init__(message)
         self.param = param
 
