@@ -7,7 +7,8 @@
 #   4. pytest against the installed wheel (not the source tree);
 #   5. smoke-test the same wheel on the oldest and the newest CPython found (pyenv 3.9, 3.13)
 #      from an empty HOME with no network;
-#   6. coverage-guided fuzzing, bounded.
+#   6. build the sdist and check that `pip install` of it builds and works;
+#   7. coverage-guided fuzzing, bounded.
 # Needs only Rust, Python >= 3.9 and the package registries; nothing downloads at run time.
 # Each step is a function below: add new steps the same way and list them in `main`.
 set -euo pipefail
@@ -93,6 +94,21 @@ smoke_other_pythons() {
   done
 }
 
+sdist_check() {
+  step "build the sdist, install it with pip into a fresh venv (compiles the Rust core) and smoke-test it"
+  rm -rf dist/sdist
+  PATH="$ROOT/.venv-build/bin:$PATH" maturin sdist --out dist/sdist
+  local sdist venv home
+  sdist="$(ls dist/sdist/llama_harmony-*.tar.gz)"
+  venv="$(mktemp -d)"
+  home="$(mktemp -d)"
+  "$PY" -m venv "$venv"
+  CARGO_TARGET_DIR="$ROOT/target/sdist" nice -n 10 "$venv/bin/python" -m pip install --quiet "$sdist"
+  (cd "$home" && env -i HOME="$home" PATH=/usr/bin:/bin LANG=C.UTF-8 "$venv/bin/python" -I "$ROOT/scripts/smoke_wheel.py")
+  rm -rf "$venv" "$home"
+  echo "sdist: $(basename "$sdist") ($(du -k "$sdist" | cut -f1) KiB) builds and installs with pip"
+}
+
 fuzz() {
   # Coverage-guided fuzzing (libFuzzer through cargo-fuzz), bounded: FUZZ_SECONDS per target
   # (default 60; 0 skips). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on the
@@ -121,6 +137,7 @@ main() {
   rust_tests
   python_tests "$@"
   smoke_other_pythons
+  sdist_check
   fuzz
 }
 
