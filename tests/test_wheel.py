@@ -27,3 +27,18 @@ def test_package_under_test_is_the_installed_wheel():
     files = {str(f) for f in distribution("llama-harmony").files or []}
     assert "llama_harmony/_core.abi3.so" in files and not any(f.endswith(".pth") for f in files)
     assert (pkg / "py.typed").is_file() and (pkg / "_core.pyi").is_file()
+
+
+def test_repository_reads_nothing_outside_it():
+    """No test, script, benchmark or package file points beside the clone (the o200k_base ranks
+    come from the package; a clone with nothing beside it runs the whole suite)."""
+    import re
+
+    pattern = re.compile(r"""\.\./shared|["']shared["']\s*/|parents\[\d\]\.parent|\.parent\.parent\s*/\s*["']""")
+    hits = []
+    for folder in ("tests", "scripts", "benches", "python", "third_party", "fuzz", ".ci"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".sh", ".rs", ".toml", "") and path.is_file() and "target" not in path.parts:
+                text = path.read_text(encoding="utf-8", errors="replace")
+                hits += [f"{path.relative_to(ROOT)}: {m.group()}" for m in pattern.finditer(text)]
+    assert hits == []
