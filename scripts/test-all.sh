@@ -32,7 +32,7 @@ build_wheel() {
   # (maturin finds zig through the python of the build venv: it must come first on PATH)
   PATH="$ROOT/.venv-build/bin:$PATH" nice -n 10 maturin build --release --locked --zig \
     --compatibility "$WHEEL_COMPAT" --out dist/wheels
-  WHEEL="$(ls dist/wheels/llama_harmony-*.whl)"
+  WHEEL="$ROOT/$(ls dist/wheels/llama_harmony-*.whl)"
   case "$(basename "$WHEEL")" in
     *-cp39-abi3-*manylinux_2_17_x86_64*.whl) ;;
     *) echo "unexpected wheel tag: $WHEEL"; exit 1 ;;
