@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 PY="${PYTHON:-python3}"
-MATURIN_VERSION=1.16.0         # maturin[zig] pins ziglang: the linker that targets glibc 2.17
+MATURIN_VERSION=1.16.0
+ZIGLANG_VERSION=0.17.1         # zig: the linker that targets glibc 2.17 (maturin --zig)
 WHEEL_COMPAT=manylinux_2_17
 # llama-cpp-python ships only as source: build it without the multimodal part (faster);
 # pip caches the built wheel, so later runs take seconds.
@@ -27,7 +28,7 @@ step() { printf '\n==> %s\n' "$*"; }
 build_wheel() {
   step "build the release wheel (maturin $MATURIN_VERSION, $WHEEL_COMPAT, abi3)"
   [ -x .venv-build/bin/python ] || "$PY" -m venv .venv-build
-  .venv-build/bin/python -m pip install --quiet "maturin[zig]==$MATURIN_VERSION"
+  .venv-build/bin/python -m pip install --quiet "maturin[zig]==$MATURIN_VERSION" "ziglang==$ZIGLANG_VERSION"
   rm -rf dist/wheels
   # (maturin finds zig through the python of the build venv: it must come first on PATH)
   PATH="$ROOT/.venv-build/bin:$PATH" nice -n 10 maturin build --release --locked --zig \
