@@ -1,29 +1,128 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs into ./.venv and runs the whole suite:
-# the Rust tests (cargo test, including the property tests) and pytest (goldens, the
-# differential test against openai-harmony 0.0.8, parser, limits, llama.cpp end to end).
+# The whole test suite, run on the wheel users install (this is what .ci/run runs):
+#   1. build the release wheel (manylinux_2_17, abi3) with a pinned maturin and check it
+#      (tag, contents, no libpython);
+#   2. install it, non-editable, with its `test` extra into a fresh venv (.venv-test);
+#   3. cargo test (the Rust core, property tests included);
+#   4. pytest against the installed wheel (not the source tree);
+#   5. smoke-test the same wheel on the oldest and the newest CPython found (pyenv 3.9, 3.13)
+#      from an empty HOME with no network;
+#   6. build the sdist and check that `pip install` of it builds and works;
+#   7. coverage-guided fuzzing, bounded.
 # Needs only Rust, Python >= 3.9 and the package registries; nothing downloads at run time.
+# Each step is a function below: add new steps the same way and list them in `main`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$PWD"
 PY="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+MATURIN_VERSION=1.16.0
+ZIGLANG_VERSION=0.17.1         # zig: the linker that targets glibc 2.17 (maturin --zig)
+WHEEL_COMPAT=manylinux_2_17
 # llama-cpp-python ships only as source: build it without the multimodal part (faster);
 # pip caches the built wheel, so later runs take seconds.
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-cargo test --locked --quiet
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Coverage-guided fuzzing (libFuzzer through cargo-fuzz), bounded: FUZZ_SECONDS per target
-# (default 60; 0 skips). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on the
-# stable toolchain. A crash fails the run and leaves its input in fuzz/artifacts/.
-FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
-if [ "$FUZZ_SECONDS" != 0 ]; then
+step() { printf '\n==> %s\n' "$*"; }
+
+build_wheel() {
+  step "build the release wheel (maturin $MATURIN_VERSION, $WHEEL_COMPAT, abi3)"
+  [ -x .venv-build/bin/python ] || "$PY" -m venv .venv-build
+  .venv-build/bin/python -m pip install --quiet "maturin[zig]==$MATURIN_VERSION" "ziglang==$ZIGLANG_VERSION"
+  rm -rf dist/wheels
+  # (maturin finds zig through the python of the build venv: it must come first on PATH)
+  PATH="$ROOT/.venv-build/bin:$PATH" nice -n 10 maturin build --release --locked --zig \
+    --compatibility "$WHEEL_COMPAT" --out dist/wheels
+  WHEEL="$ROOT/$(ls dist/wheels/llama_harmony-*.whl)"
+  case "$(basename "$WHEEL")" in
+    *-cp39-abi3-*manylinux_2_17_x86_64*.whl) ;;
+    *) echo "unexpected wheel tag: $WHEEL"; exit 1 ;;
+  esac
+  local so
+  so="$(mktemp -d)"
+  "$PY" - "$WHEEL" "$so" <<'PYEOF'
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+names = z.namelist()
+assert "llama_harmony/_core.abi3.so" in names and "llama_harmony/py.typed" in names, names
+assert not any(n.endswith((".tiktoken", ".gguf")) for n in names), names  # ranks are embedded, no files
+z.extract("llama_harmony/_core.abi3.so", sys.argv[2])
+PYEOF
+  if readelf -d "$so/llama_harmony/_core.abi3.so" | grep -q 'NEEDED.*libpython'; then
+    echo "the extension links libpython:"; readelf -d "$so/llama_harmony/_core.abi3.so" | grep NEEDED; exit 1
+  fi
+  rm -rf "$so"
+  echo "wheel: $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB), no libpython"
+}
+
+install_wheel() {
+  step "install the wheel with its test extra into a fresh venv (.venv-test)"
+  rm -rf .venv-test
+  "$PY" -m venv .venv-test
+  .venv-test/bin/python -m pip install --quiet "$WHEEL[test]"
+}
+
+rust_tests() {
+  step "cargo test"
+  cargo test --locked --quiet
+}
+
+python_tests() {
+  step "pytest against the installed wheel"
+  # tests/test_wheel.py checks that llama_harmony is imported from site-packages
+  LLAMA_HARMONY_TEST_INSTALLED=1 .venv-test/bin/python -m pytest -q -p no:cacheprovider "$@"
+}
+
+smoke_other_pythons() {
+  step "smoke test of the wheel on the oldest and newest CPython (empty HOME, no network)"
+  local minor py venv home
+  for minor in 3.9 3.13; do
+    py="$(ls -d "$HOME"/.pyenv/versions/"$minor".*/bin/python3 2>/dev/null | sort -V | tail -n 1 || true)"
+    if [ -z "$py" ]; then
+      echo "NOTICE: no CPython $minor under ~/.pyenv/versions: its smoke test is skipped"
+      continue
+    fi
+    venv="$(mktemp -d)"
+    home="$(mktemp -d)"
+    "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --no-index --no-deps "$WHEEL"
+    (cd "$home" && env -i HOME="$home" PATH=/usr/bin:/bin LANG=C.UTF-8 no_proxy= NO_PROXY= \
+      http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 \
+      HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 \
+      "$venv/bin/python" -I "$ROOT/scripts/smoke_wheel.py")
+    if [ -n "$(ls -A "$home")" ]; then echo "the smoke test wrote into HOME: $(ls -A "$home")"; exit 1; fi
+    rm -rf "$venv" "$home"
+  done
+}
+
+sdist_check() {
+  step "build the sdist, install it with pip into a fresh venv (compiles the Rust core) and smoke-test it"
+  rm -rf dist/sdist
+  PATH="$ROOT/.venv-build/bin:$PATH" maturin sdist --out dist/sdist
+  local sdist venv home
+  sdist="$(ls dist/sdist/llama_harmony-*.tar.gz)"
+  venv="$(mktemp -d)"
+  home="$(mktemp -d)"
+  "$PY" -m venv "$venv"
+  CARGO_TARGET_DIR="$ROOT/target/sdist" nice -n 10 "$venv/bin/python" -m pip install --quiet "$sdist"
+  (cd "$home" && env -i HOME="$home" PATH=/usr/bin:/bin LANG=C.UTF-8 "$venv/bin/python" -I "$ROOT/scripts/smoke_wheel.py")
+  rm -rf "$venv" "$home"
+  echo "sdist: $(basename "$sdist") ($(du -k "$sdist" | cut -f1) KiB) builds and installs with pip"
+}
+
+fuzz() {
+  # Coverage-guided fuzzing (libFuzzer through cargo-fuzz), bounded: FUZZ_SECONDS per target
+  # (default 60; 0 skips). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 allows them on the
+  # stable toolchain. A crash fails the run and leaves its input in fuzz/artifacts/.
+  FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+  [ "$FUZZ_SECONDS" != 0 ] || return 0
+  step "fuzz (${FUZZ_SECONDS}s per target)"
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
-  export RUSTC_BOOTSTRAP=1
+  local log target
   log="$(mktemp)"
   for target in tokenizer renderer parser; do
-    if ! cargo fuzz run --fuzz-dir fuzz -O "$target" -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 >"$log" 2>&1; then
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz -O "$target" -- -max_total_time="$FUZZ_SECONDS" \
+        -max_len=4096 >"$log" 2>&1; then
       tail -n 60 "$log"
       echo "fuzz target $target FAILED (input saved under fuzz/artifacts/$target/)"
       exit 1
@@ -31,4 +130,16 @@ if [ "$FUZZ_SECONDS" != 0 ]; then
     echo "fuzz $target: $(grep -E '^Done' "$log")"
   done
   echo "fuzz: 3 targets, ${FUZZ_SECONDS}s each, no crash"
-fi
+}
+
+main() {
+  build_wheel
+  install_wheel
+  rust_tests
+  python_tests "$@"
+  smoke_other_pythons
+  sdist_check
+  fuzz
+}
+
+main "$@"

@@ -1,6 +1,12 @@
-"""Shared fixtures: the encoding, the golden vectors and the shared vocabulary oracle."""
+"""Shared fixtures: the encoding, the golden vectors and the o200k_base ranks.
+
+Nothing here reads outside the repository: the ranks come from the package itself
+(``llama_harmony.o200k_base_tiktoken_bytes()``), checked against the published SHA-256.
+"""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -8,7 +14,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDENS = ROOT / "third_party" / "harmony" / "goldens"
-SHARED_VOCAB = ROOT.parent / "shared" / "vocab" / "o200k_base.tiktoken"
+#: SHA-256 of the published o200k_base.tiktoken (tiktoken's own check uses the same value).
+O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+
+
+def o200k_base_bytes() -> bytes:
+    """The exact o200k_base.tiktoken file, rebuilt from the ranks embedded in the package and
+    checked by its SHA-256 (the oracle for tiktoken, the reference and the tiny model)."""
+    import llama_harmony
+
+    data = bytes(llama_harmony.o200k_base_tiktoken_bytes())
+    digest = hashlib.sha256(data).hexdigest()
+    assert digest == O200K_SHA256, f"embedded o200k_base ranks: SHA-256 {digest} != {O200K_SHA256}"
+    return data
+
+
+def o200k_base_ranks(data: bytes) -> dict:
+    """rank -> token bytes of an o200k_base.tiktoken file."""
+    out = {}
+    for line in data.splitlines():
+        if line.strip():
+            tok, rank = line.split()
+            out[int(rank)] = base64.b64decode(tok)
+    return out
 
 
 def load_jsonl(pattern: str) -> list:
@@ -18,6 +46,12 @@ def load_jsonl(pattern: str) -> list:
         with path.open(encoding="utf-8") as f:
             out.extend(json.loads(line) for line in f if line.strip())
     return out
+
+
+@pytest.fixture(scope="session")
+def vocab_bytes() -> bytes:
+    """See :func:`o200k_base_bytes`."""
+    return o200k_base_bytes()
 
 
 @pytest.fixture(scope="session")

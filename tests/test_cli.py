@@ -108,7 +108,7 @@ def test_render_bad_input_exit_2(capsys, monkeypatch, stdin, needle):
 @pytest.mark.parametrize("stdin, needle", [
     ("{nope", "invalid JSON"),
     ('["a"]', "not an integer"),
-    ("[1, 999999999]", "outside the vocabulary"),
+    ("[1, true]", "not an integer: true"),
     ('{"x": 1}', "array of token ids"),
 ])
 def test_parse_bad_input_exit_2(capsys, monkeypatch, stdin, needle):
@@ -486,6 +486,25 @@ def test_chat_eof_ends_session(capsys, monkeypatch, tmp_path):
     assert code == 0 and "Hello there." in out and len(engine.calls) == 1
 
 
+@pytest.mark.parametrize("tools, needle", [
+    ('[{"type": "function", "function": {"description": "no name"}}]', "tools[0].function.name"),
+    ('[{"type": "function", "function": {"name": "f", "parameters": 5}}]', "tools[0].function.parameters"),
+    ('[{"type": "retrieval"}]', "tools[0].type"),
+])
+def test_chat_tools_structure_checked_at_start(capsys, monkeypatch, tmp_path, tools, needle):
+    """A tools file the engine cannot use stops the chat at start-up (exit 2, the field named),
+    before the model is loaded, not on every turn."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    loaded = []
+    monkeypatch.setattr(cli, "_load_engine", lambda *a, **k: loaded.append(1))
+    path = tmp_path / "tools.json"
+    path.write_text(tools)
+    code, out, err = run(capsys, "chat", "--model", str(model), "--tools", str(path), stdin="hi\n",
+                         monkeypatch=monkeypatch)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and not loaded
+
+
 def test_chat_bad_tools_file_exit_2(capsys, tmp_path):
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
@@ -556,3 +575,180 @@ def test_chat_real_model_smoke(capsys, monkeypatch, demo_cache):
     assert code == 0, err
     assert "(reasoning effort: high)" in out and "\x1b[" not in out
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# parse: lenient by default, never an error; repairs, cuts and truncation reported on stderr
+# ------------------------------------------------------------------------------------------------
+
+def test_parse_out_of_range_ids_are_repaired_not_errors(capsys, monkeypatch):
+    code, out, err = run(capsys, "parse", "-", stdin="[200005, 300000, 5, 200012]", monkeypatch=monkeypatch)
+    assert code == 0 and json.loads(out)["messages"]
+    assert err.startswith("llama-harmony parse: 4 repairs\n") and len(err.strip().splitlines()) == 5
+    ids = [2**40, -1, 2**32, 2**70]
+    stdin = json.dumps([200006, 173781, 200008] + ids + [200007])
+    code, out, err = run(capsys, "parse", "-", stdin=stdin, monkeypatch=monkeypatch)
+    assert code == 0
+    assert json.loads(out)["messages"][0]["content"][0]["text"] == "\ufffd" * 4
+    lines = err.strip().splitlines()
+    assert lines[0] == "llama-harmony parse: 4 repairs"
+    assert lines[1:] == [f"  repair (message 0): invalid_token: id {i} is not in the vocabulary (read as U+FFFD)"
+                         for i in ids]
+    # the reference's parser cannot read them: --strict says so
+    code, out, err = run(capsys, "parse", "--strict", "-", stdin=stdin, monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and "token #3 = 1099511627776 is outside 0..4294967295" in err
+
+
+def test_parse_clean_stream_is_silent_and_truncation_reported(capsys, monkeypatch, enc):
+    ids = enc.encode("<|channel|>final<|message|>Hi<|return|>", allowed_special="all")
+    code, out, err = run(capsys, "parse", "--role", "assistant", "-", stdin=json.dumps(ids), monkeypatch=monkeypatch)
+    assert code == 0 and err == ""
+    code, out, err = run(capsys, "parse", "--role", "assistant", "-", stdin=json.dumps(ids[:-1]),
+                         monkeypatch=monkeypatch)
+    assert code == 0 and json.loads(out)["messages"][0]["content"][0]["text"] == "Hi"
+    assert err.splitlines() == ["llama-harmony parse: truncated",
+                                "  truncated: the stream ended inside a message (no <|end|>, <|return|> or <|call|>)"]
+
+
+def test_parse_text_over_the_message_cap_is_reported_and_the_cap_can_be_raised(capsys, tmp_path):
+    body = "word " * ((9 << 20) // 5)  # 9 MiB: over the default 8 MiB cap of a parsed message
+    path = tmp_path / "big.txt"
+    path.write_text(f"<|start|>assistant<|channel|>final<|message|>{body}<|return|>")
+    code, out, err = run(capsys, "parse", "--text", str(path))
+    assert code == 0
+    assert len(json.loads(out)["messages"][0]["content"][0]["text"]) == 8 << 20
+    assert err.splitlines() == [
+        "llama-harmony parse: 1 limit cut",
+        "  limit cut (message 0): message_too_long: its text was cut at 8.0 MiB (8,388,608 bytes) "
+        "(raise it with --max-parsed-message-bytes N)"]
+    for opt in (["--max-parsed-message-bytes", "16M"], ["--limit", "max_parsed_message_bytes=16777216"]):
+        code, out, err = run(capsys, "parse", "--text", *opt, str(path))
+        assert code == 0 and err == "" and json.loads(out)["messages"][0]["content"][0]["text"] == body
+
+
+# ------------------------------------------------------------------------------------------------
+# limits from the command line
+# ------------------------------------------------------------------------------------------------
+
+def test_render_limits_named_with_units_and_raisable(capsys, tmp_path):
+    convo = {"messages": [{"role": "user", "content": "x" * (9 << 20)}]}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(convo))
+    code, out, err = run(capsys, "render", str(path))
+    assert code == 2 and out == ""
+    assert err.strip() == ("llama-harmony: error: message text is 9.0 MiB (9,437,184 bytes), over the limit of "
+                           "8.0 MiB (8,388,608 bytes): raise it with --max-message-bytes N "
+                           "(or --limit max_message_bytes=N)")
+    code, out, err = run(capsys, "render", "--max-message-bytes", "10M", str(path))
+    assert code == 2 and "tokens, over the limit of 131,072 tokens: raise it with " \
+                         "--max-prompt-tokens N" in err
+    code, out, err = run(capsys, "render", "--max-message-bytes", "10M", "--limit", "max_prompt_tokens=4M", str(path))
+    assert code == 0 and err == "" and json.loads(out)["count"] > 131_072
+
+
+@pytest.mark.parametrize("argv, needle", [
+    # (the renderer stops counting at the cap + 1)
+    (["--max-prompt-tokens", "3"], "the rendered prompt is 4 tokens, over the limit of 3 tokens: raise it with "
+                                   "--max-prompt-tokens N"),
+    (["--limit", "max_prompt_tokens=3"], "over the limit of 3 tokens"),
+    (["--limit", "max-prompt-tokens=3"], "over the limit of 3 tokens"),
+    (["--limit", "max_messages=1"], "the conversation is 2 messages, over the limit of 1 messages"),
+    (["--limit", "colour=3"], "--limit: unknown limit 'colour' (one of max_prompt_tokens, "),
+    (["--limit", "max_prompt_tokens"], "--limit takes NAME=VALUE"),
+    (["--limit", "max_prompt_tokens=lots"], "must be a positive integer"),
+    (["--max-message-bytes", "0"], "--max-message-bytes must be at least 1"),
+])
+def test_render_limit_options(capsys, monkeypatch, argv, needle):
+    stdin = json.dumps({"messages": [{"role": "user", "content": "hello"}, {"role": "user", "content": "again"}]})
+    code, out, err = run(capsys, "render", "--format", "harmony", *argv, "-", stdin=stdin, monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# render: wrong shapes, Harmony input with request keys, BOM, stdin like a file
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["auto", "openai", "harmony"])
+@pytest.mark.parametrize("body, needle", [
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content must be a string or a"),
+    ({"messages": [5]}, "messages[0] must be a"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": True}]}]}, "messages[0].content[0]"),
+])
+def test_render_wrong_shapes_name_the_field(capsys, monkeypatch, fmt, body, needle):
+    code, out, err = run(capsys, "render", "--format", fmt, "-", stdin=json.dumps(body), monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "object is not" not in err and "True" not in err
+
+
+def test_render_tools_of_wrong_shape(capsys, monkeypatch):
+    body = {"messages": [{"role": "user", "content": "x"}], "tools": 5}
+    for fmt in ("auto", "openai"):
+        code, out, err = run(capsys, "render", "--format", fmt, "-", stdin=json.dumps(body), monkeypatch=monkeypatch)
+        assert code == 2 and "tools must be an array, not number 5" in err
+
+
+@pytest.mark.parametrize("extra", [{"tools": [{"type": "function", "function": {"name": "f"}}]},
+                                   {"reasoning_effort": "high"}])
+def test_render_harmony_refuses_request_keys(capsys, monkeypatch, extra):
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], **extra}
+    code, out, err = run(capsys, "render", "--format", "harmony", "-", stdin=json.dumps(body),
+                         monkeypatch=monkeypatch)
+    key = next(iter(extra))
+    assert code == 2 and out == "" and f'cannot use "{key}"' in err and "--format openai" in err
+    # read as a request, the same input uses them
+    code, out, err = run(capsys, "render", "--format", "openai", "-", stdin=json.dumps(body), monkeypatch=monkeypatch)
+    assert code == 0
+    text = json.loads(out)["text"]
+    assert ("type f = () => any;" in text) if key == "tools" else ("Reasoning: high" in text)
+
+
+def test_render_openai_empty_messages_refused_like_the_server(capsys, monkeypatch):
+    from llama_harmony.openai_request import OpenAIFormatError, messages_to_conversation
+
+    with pytest.raises(OpenAIFormatError) as ei:  # what the server's request mapping raises
+        messages_to_conversation([])
+    code, out, err = run(capsys, "render", "--format", "openai", "-", stdin='{"messages": []}',
+                         monkeypatch=monkeypatch)
+    assert code == 2 and str(ei.value) in err and ei.value.param == "messages"
+    # an empty Harmony conversation is a valid conversation
+    code, out, err = run(capsys, "render", "--format", "harmony", "-", stdin='{"messages": []}',
+                         monkeypatch=monkeypatch)
+    assert code == 0 and json.loads(out)["text"] == "<|start|>assistant"
+
+
+def _cli_process(args: List[str], stdin: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llama_harmony.cli", *args], input=stdin, capture_output=True,
+                          timeout=120)
+
+
+def test_stdin_and_file_read_alike_bom_included(tmp_path):
+    body = json.dumps({"messages": [{"role": "user", "content": "héllo"}]}).encode()
+    for data in (body, b"\xef\xbb\xbf" + body):
+        path = tmp_path / "in.json"
+        path.write_bytes(data)
+        from_file = _cli_process(["render", str(path)], b"")
+        from_stdin = _cli_process(["render", "-"], data)
+        assert from_file.returncode == from_stdin.returncode == 0, from_stdin.stderr
+        assert from_file.stdout == from_stdin.stdout and "héllo" in json.loads(from_stdin.stdout)["text"]
+    bad = b'{"messages": "\xff"}'
+    path.write_bytes(bad)
+    from_file, from_stdin = _cli_process(["render", str(path)], b""), _cli_process(["render", "-"], bad)
+    assert from_file.returncode == from_stdin.returncode == 2
+    assert b"is not UTF-8 text" in from_file.stderr and b"stdin is not UTF-8 text" in from_stdin.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# chat: context overflow advice in the CLI's terms (real llama.cpp, tiny model)
+# ------------------------------------------------------------------------------------------------
+
+def test_chat_context_overflow_names_ctx(capsys, monkeypatch, demo_cache):
+    from llama_harmony import load_harmony_encoding
+    from llama_harmony.tiny_model import N_VOCAB, ensure_tiny_model
+
+    model = ensure_tiny_model(load_harmony_encoding().token_bytes_table(N_VOCAB), cache_dir=demo_cache)
+    code, out, err = run(capsys, "chat", "--model", str(model), "--ctx", "256", "--max-tokens", "4",
+                         "--threads", "1", "--system", "word " * 300, stdin="hello\n/quit\n",
+                         monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert "but the context is 256 tokens (--ctx)" in out and "restart the chat with a larger --ctx" in out
+    assert "n_ctx" not in out

@@ -29,15 +29,17 @@ from llama_harmony import (
     ToolNamespaceConfig,
 )
 
-from conftest import SHARED_VOCAB
-
-O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+from conftest import O200K_SHA256, o200k_base_ranks
 
 
-def test_embedded_ranks_match_published_file():
+def test_embedded_ranks_match_published_file(enc):
     data = llama_harmony.o200k_base_tiktoken_bytes()
     assert hashlib.sha256(data).hexdigest() == O200K_SHA256
-    assert data == SHARED_VOCAB.read_bytes()
+    assert len(data) == 3_613_922 and data.count(b"\n") == 199_998
+    ranks = o200k_base_ranks(data)
+    assert sorted(ranks) == list(range(199_998))
+    # the encoding's own token bytes are these ranks
+    assert enc.token_bytes_table(199_998) == [ranks[i] for i in range(199_998)]
 
 
 def test_loads_offline_with_empty_home(tmp_path):
@@ -351,7 +353,7 @@ def test_model_objects_behave_like_records():
     assert Message(Author(Role.USER)).content == [] and Message(Author(Role.USER)).content is not Message(Author(Role.USER)).content
     assert SystemContent().channel_config.valid_channels == ["analysis", "commentary", "final"]
     assert Author("user").role is Role.USER  # plain strings are accepted for roles
-    with pytest.raises(TypeError, match="missing required argument: 'author'"):
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'author'"):
         Message()
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
         Message(Author(Role.USER), colour="red")

@@ -1,12 +1,12 @@
 """Tests for llama_harmony.tiny_model: the random-weight gpt-oss GGUF and ForcedTokens.
 
-These load the tiny model into the real llama.cpp (llama-cpp-python) and need the shared
-o200k_base ranks file beside the repository (../shared/vocab) as the vocabulary fixture.
+These load the tiny model into the real llama.cpp (llama-cpp-python). The vocabulary fixture is
+the o200k_base ranks file rebuilt from the package (checked by its SHA-256, see conftest),
+plus the Harmony special tokens written out by hand below.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from llama_harmony.tiny_model import (
     ensure_tiny_model,
 )
 
-SHARED_VOCAB = Path(__file__).resolve().parents[1].parent / "shared" / "vocab"
+from conftest import o200k_base_ranks
 
 SPECIALS = {
     199998: b"<|startoftext|>",
@@ -44,14 +44,11 @@ def _sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def token_bytes() -> list[bytes]:
+def token_bytes(vocab_bytes) -> list[bytes]:
     """Bytes of ids 0..201087: o200k_base ranks + Harmony specials + reserved names."""
     out: list = [None] * tiny_model.N_VOCAB
-    with open(SHARED_VOCAB / "o200k_base.tiktoken", "rb") as f:
-        for line in f:
-            if line.strip():
-                tok, rank = line.split()
-                out[int(rank)] = base64.b64decode(tok)
+    for rank, tok in o200k_base_ranks(vocab_bytes).items():
+        out[rank] = tok
     for i in range(199998, tiny_model.N_VOCAB):
         out[i] = SPECIALS.get(i, b"<|reserved_%d|>" % i)
     assert all(t is not None for t in out)

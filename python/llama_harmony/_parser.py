@@ -95,6 +95,7 @@ class ParserSnapshot:
     __slots__ = ("_native", "_msgs", "_msg_base", "_repaired")
 
     def __init__(self, native: Any, msgs: List[Message], msg_base: int, repaired: List[bool]) -> None:
+        """(Built by :meth:`StreamableParser.snapshot`.)"""
         self._native = native
         self._msgs = msgs
         self._msg_base = msg_base
@@ -148,6 +149,7 @@ class StreamableParser(_NativeParser):
 
     @property
     def current_role(self) -> Optional[Role]:
+        """The role of the message being parsed, or None between messages."""
         r = self.current_role_name
         return None if r is None else Role(r)
 
@@ -173,6 +175,7 @@ class StreamableParser(_NativeParser):
 
     @property
     def state(self) -> StreamState:
+        """Where the parser is: expecting ``<|start|>``, in a header, or in content."""
         return StreamState(self.state_name)
 
     # -- extensions ----------------------------------------------------------------------------

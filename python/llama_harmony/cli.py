@@ -100,19 +100,34 @@ def _load_encoding():
 
 
 def _read_input(source: str) -> str:
-    """Text of a file, or of stdin for ``-``."""
-    if source == "-":
-        return sys.stdin.read()
+    """Text of a file, or of stdin for ``-``: read the same way (UTF-8, a leading byte-order
+    mark dropped, the same errors)."""
+    name = "stdin" if source == "-" else source
     try:
-        return Path(source).read_text(encoding="utf-8")
+        if source == "-":
+            buffer = getattr(sys.stdin, "buffer", None)
+            if buffer is None:  # a text stream without bytes underneath (e.g. io.StringIO)
+                return sys.stdin.read().lstrip("\ufeff")
+            data = buffer.read()
+        else:
+            data = Path(source).read_bytes()
     except FileNotFoundError:
         raise UsageError(f"no such file: {source}") from None
     except IsADirectoryError:
         raise UsageError(f"{source} is a directory, not a file") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{source} is not UTF-8 text: {e}") from None
     except OSError as e:
-        raise UsageError(f"cannot read {source}: {e.strerror or e}") from None
+        raise UsageError(f"cannot read {name}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{name} is not UTF-8 text: {e}") from None
+
+
+def _json_text(value: Any) -> str:
+    """A value as it reads in JSON (``true``, ``null``), cut to 60 characters."""
+    from .openai_request import _js
+
+    return _js(value)
 
 
 def _read_json(source: str) -> Any:
@@ -197,6 +212,78 @@ def _float_range(name: str, lo: float, hi: float):
     return conv
 
 
+def _limit_value(name: str):
+    """argparse type of a limit: a positive integer, with an optional binary suffix for sizes
+    (``64K``, ``512M``, ``2G``: KiB, MiB, GiB)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+    def conv(text: str) -> int:
+        t = text.strip().lower().removesuffix("ib").removesuffix("b")
+        mult = 1
+        if t and t[-1] in units:
+            mult, t = units[t[-1]], t[:-1]
+        try:
+            v = int(t.replace("_", "")) * mult
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer (K, M, G suffixes allowed), "
+                                             f"got {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {text!r}")
+        return v
+
+    return conv
+
+
+def _limit_fields() -> Dict[str, int]:
+    from . import Limits
+
+    return Limits().as_dict()
+
+
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    """``--max-message-bytes N`` & co. (one per ``Limits`` field) and ``--limit NAME=VALUE``."""
+    from .limits_text import LIMIT_FIELDS, cli_option, format_size
+
+    g = p.add_argument_group("limits", "raise (or lower) a size cap; sizes take K, M, G suffixes")
+    for field, default in _limit_fields().items():
+        what, unit = LIMIT_FIELDS.get(field, (field, ""))
+        g.add_argument(cli_option(field), dest=f"limit_{field}", type=_limit_value(cli_option(field)),
+                       default=None, metavar="N", help=f"cap on {what} in {unit} (default {format_size(default, unit)})")
+    g.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="set any Limits field, e.g. --limit max_prompt_tokens=200000 (repeatable)")
+
+
+def _limits_from_args(args: argparse.Namespace):
+    """The ``Limits`` the options ask for, or None when none is given (the defaults)."""
+    from . import Limits
+
+    fields = _limit_fields()
+    chosen: Dict[str, int] = {}
+    for item in getattr(args, "limit", None) or []:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise UsageError(f"--limit takes NAME=VALUE, got {item!r}")
+        if name not in fields:
+            raise UsageError(f"--limit: unknown limit {name!r} (one of {', '.join(fields)})")
+        try:
+            chosen[name] = _limit_value(f"--limit {name}")(value)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(str(e)) from None
+    for name in fields:
+        v = getattr(args, f"limit_{name}", None)
+        if v is not None:
+            chosen[name] = v
+    return Limits(**chosen) if chosen else None
+
+
+def _limit_error(e: Exception) -> "UsageError":
+    """A LimitExceeded as a one-line error naming the option that raises the cap."""
+    from .limits_text import describe
+
+    return UsageError(describe(e, "cli"))
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """The options of the commands that load a model (chat, serve)."""
     p.add_argument("--model", "-m", required=True, metavar="PATH", help="gpt-oss GGUF file")
@@ -247,25 +334,31 @@ def detect_format(data: Any) -> str:
     return "openai" if openai_votes > harmony_votes else "harmony"
 
 
-def _conversation_from_json(data: Any, fmt: str, cot_policy: str = "spec"):
+def _conversation_from_json(data: Any, fmt: str, cot_policy: str = "spec", limits: Any = None):
     """(Conversation, RenderConversationConfig or None) from either input shape."""
-    from . import Conversation, HarmonyError
+    from . import Conversation, HarmonyError, LimitExceeded
 
     if fmt == "auto":
         fmt = detect_format(data)
     elif not isinstance(data, dict) or not isinstance(data.get("messages"), list):
         raise UsageError('expected a JSON object with a "messages" array')
     if fmt == "harmony":
+        extra = sorted(k for k in data if k != "messages")
+        if extra:
+            keys = ", ".join(f'"{k}"' for k in extra)
+            raise UsageError(f"Harmony input is a conversation ({{\"messages\": [...]}}) and cannot use {keys}: "
+                             f"put tools and the reasoning effort in its system/developer messages, or read the "
+                             f"input as an OpenAI chat request with --format openai")
         try:
             return Conversation.from_dict(data), None
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise UsageError(f"not a valid Harmony conversation: {type(e).__name__}: {e}") from None
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"not a valid Harmony conversation: {e}") from None
     # OpenAI chat request: converted exactly as the engine converts it.
     try:
         from . import openai_request
     except ImportError as e:
         raise UsageError(f"OpenAI-format conversion is unavailable: {e}") from None
-    kwargs: Dict[str, Any] = {"cot_policy": cot_policy}
+    kwargs: Dict[str, Any] = {"cot_policy": cot_policy, "limits": limits}
     for key in ("tools", "tool_choice", "response_format", "reasoning_effort"):
         if data.get(key) is not None:
             kwargs[key] = data[key]
@@ -275,25 +368,31 @@ def _conversation_from_json(data: Any, fmt: str, cot_policy: str = "spec"):
     try:
         convo = openai_request.messages_to_conversation(data["messages"], **kwargs)
         return convo, openai_request.render_config(cot_policy)
-    except (KeyError, ValueError, TypeError, HarmonyError) as e:
+    except LimitExceeded as e:
+        raise _limit_error(e) from None
+    except (ValueError, TypeError, HarmonyError) as e:
         raise UsageError(f"not a valid OpenAI chat request: {e}") from None
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
-    from . import HarmonyError, RenderConversationConfig, Role
+    """``render``: conversation JSON -> ``{"tokens", "text", "count"}`` on ``out``."""
+    from . import HarmonyError, LimitExceeded, RenderConversationConfig, Role
 
+    limits = _limits_from_args(args)
     data = _read_json(args.input)
-    convo, config = _conversation_from_json(data, args.format, args.cot_policy)
+    convo, config = _conversation_from_json(data, args.format, args.cot_policy, limits)
     if config is None or args.keep_analysis:
         config = RenderConversationConfig(auto_drop_analysis=not args.keep_analysis)
     enc = _load_encoding()
     try:
         if args.mode == "completion":
-            tokens = enc.render_conversation_for_completion(convo, Role(args.next_role), config)
+            tokens = enc.render_conversation_for_completion(convo, Role(args.next_role), config, limits=limits)
         elif args.mode == "training":
-            tokens = enc.render_conversation_for_training(convo, config)
+            tokens = enc.render_conversation_for_training(convo, config, limits=limits)
         else:
-            tokens = enc.render_conversation(convo, config)
+            tokens = enc.render_conversation(convo, config, limits=limits)
+    except LimitExceeded as e:
+        raise _limit_error(e) from None
     except HarmonyError as e:
         raise UsageError(f"cannot render: {e}") from None
     tokens = list(tokens)
@@ -301,24 +400,79 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _tokens_from_json(data: Any, n_vocab: int) -> List[int]:
+def _tokens_from_json(data: Any) -> List[int]:
+    """The ids of a JSON array (or of an object's ``tokens`` array): integers of any size (the
+    lenient parser reads an id outside the vocabulary as U+FFFD, with a repair)."""
     if isinstance(data, dict) and "tokens" in data:
         data = data["tokens"]
     if not isinstance(data, list):
         raise UsageError('expected a JSON array of token ids (or an object with a "tokens" array)')
-    out = []
     for i, t in enumerate(data):
         if isinstance(t, bool) or not isinstance(t, int):
-            raise UsageError(f"token #{i} is not an integer: {t!r}")
-        if not 0 <= t < n_vocab:
-            raise UsageError(f"token #{i} = {t} is outside the vocabulary (0..{n_vocab - 1})")
-        out.append(t)
-    return out
+            raise UsageError(f"token #{i} is not an integer: {_json_text(t)}")
+    return data
+
+
+#: Repairs that are limit cuts: the option that raises the cap.
+_CUT_OPTIONS = {"message_too_long": "max_parsed_message_bytes", "header_too_long": "max_header_bytes",
+                "messages_evicted": "max_parsed_total_bytes"}
+#: At most this many report lines (then a count of the rest).
+_MAX_REPORT_LINES = 50
+
+
+#: What each limit cut did, given the cap as text.
+_CUT_TEXT = {"message_too_long": "its text was cut at {cap}",
+             "header_too_long": "a header over {cap} became content",
+             "messages_evicted": "the oldest messages were dropped to keep {cap} ({detail})"}
+
+
+def _report_line(ev: Any, limits: Any) -> str:
+    """One stderr line for a parser Repair or Incomplete event (``limits``: the parser's)."""
+    from .limits_text import cli_option, format_size
+
+    if ev.type == "incomplete":
+        if ev.reason == "length":
+            return "truncated: the stream was cut before the end of the turn"
+        return "truncated: the stream ended inside a message (no <|end|>, <|return|> or <|call|>)"
+    where = f"message {ev.index}" if ev.index is not None else "between messages"
+    option = _CUT_OPTIONS.get(ev.kind)
+    if option is not None:
+        cap = format_size(getattr(limits, option), "bytes")
+        what = _CUT_TEXT[ev.kind].format(cap=cap, detail=ev.detail)
+        return f"limit cut ({where}): {ev.kind}: {what} (raise it with {cli_option(option)} N)"
+    detail = f": {_json_text(ev.detail)}" if ev.detail else ""
+    if ev.kind == "invalid_token":
+        detail = f": id {ev.detail} is not in the vocabulary (read as U+FFFD)"
+    return f"repair ({where}): {ev.kind}{detail}"
+
+
+def _report(events: List[Any], limits: Any, err: TextIO) -> None:
+    """Repairs, limit cuts and truncation on stderr: a count, then one line each."""
+    notes = [e for e in events if e.type in ("repair", "incomplete")]
+    if not notes:
+        return
+    cuts = sum(1 for e in notes if e.type == "repair" and e.kind in _CUT_OPTIONS)
+    repairs = sum(1 for e in notes if e.type == "repair") - cuts
+    parts = []
+    if repairs:
+        parts.append(f"{repairs} repair{'s' if repairs != 1 else ''}")
+    if cuts:
+        parts.append(f"{cuts} limit cut{'s' if cuts != 1 else ''}")
+    if any(e.type == "incomplete" for e in notes):
+        parts.append("truncated")
+    err.write(f"{PROG} parse: {', '.join(parts)}\n")
+    for e in notes[:_MAX_REPORT_LINES]:
+        err.write(f"  {_report_line(e, limits)}\n")
+    if len(notes) > _MAX_REPORT_LINES:
+        err.write(f"  ... and {len(notes) - _MAX_REPORT_LINES} more\n")
 
 
 def cmd_parse(args: argparse.Namespace, out: TextIO) -> int:
-    from . import HarmonyError, Role
+    """``parse``: token ids (or Harmony text) -> ``{"messages": [...]}`` on ``out``; lenient by
+    default, with repairs, limit cuts and truncation reported on stderr."""
+    from . import HarmonyError, LimitExceeded, Role, StreamableParser
 
+    limits = _limits_from_args(args)
     enc = _load_encoding()
     if args.text:
         text = _read_input(args.input)
@@ -327,12 +481,24 @@ def cmd_parse(args: argparse.Namespace, out: TextIO) -> int:
         except HarmonyError as e:
             raise UsageError(f"cannot encode the text: {e}") from None
     else:
-        tokens = _tokens_from_json(_read_json(args.input), enc.n_vocab)
+        tokens = _tokens_from_json(_read_json(args.input))
     role = Role(args.role) if args.role else None
-    try:
-        messages = enc.parse_messages_from_completion_tokens(tokens, role, strict=args.strict)
-    except HarmonyError as e:
-        raise UsageError(f"cannot parse: {e}") from None
+    if args.strict:
+        for i, t in enumerate(tokens):
+            if not 0 <= t < 1 << 32:
+                raise UsageError(f"token #{i} = {t} is outside 0..4294967295, which the strict (reference) parser "
+                                 f"cannot read; without --strict it is parsed with a repair")
+        try:
+            messages = enc.parse_messages_from_completion_tokens(tokens, role, strict=True, limits=limits)
+        except LimitExceeded as e:
+            raise _limit_error(e) from None
+        except HarmonyError as e:
+            raise UsageError(f"cannot parse: {e}") from None
+    else:  # lenient: never an error; what was repaired, cut or truncated goes to stderr
+        parser = StreamableParser(enc, role, strict=False, limits=limits)
+        events = parser.feed(tokens) + parser.finish()
+        messages = parser.messages
+        _report(events, limits if limits is not None else enc.limits, sys.stderr)
     _print_json({"messages": [m.to_dict() for m in messages]}, out, args.indent)
     return 0
 
@@ -388,6 +554,7 @@ def _reasoning_of(msg: Dict[str, Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """``demo``: the offline tour on the tiny random-weight model (exit 1 if the replay differs)."""
     t0 = time.perf_counter()
     err = sys.stderr
     style = _Style(out, not args.no_color)
@@ -593,6 +760,12 @@ class _ChatSession:
             data = data["tools"]
         if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
             raise UsageError(f"{path}: expected a JSON array of OpenAI tools")
+        from .openai_request import OpenAIFormatError, tool_schemas
+
+        try:
+            tool_schemas(data)  # the structure the engine needs, checked once here
+        except OpenAIFormatError as e:
+            raise UsageError(f"{path}: {e}") from None
         return data
 
     def reset(self) -> None:
@@ -706,7 +879,7 @@ class _ChatSession:
         except Exception as e:  # noqa: BLE001 - report and keep the session alive
             name = type(e).__name__
             if isinstance(e, ValueError):  # ContextOverflowError, OpenAIFormatError, LimitExceeded...
-                self.write(self.style.red(f"\nerror: {e}") + "\n")
+                self.write(self.style.red(f"\nerror: {self._error_text(e)}") + "\n")
                 if self.history and self.history[-1].get("role") == "user":
                     self.history.pop()
                 return None
@@ -732,6 +905,15 @@ class _ChatSession:
         if msg["content"] is None and not calls:
             msg["content"] = ""
         return msg
+
+    def _error_text(self, e: Exception) -> str:
+        """An engine error in the chat's terms (the context is ``--ctx``)."""
+        prompt_tokens, n_ctx = getattr(e, "prompt_tokens", None), getattr(e, "n_ctx", None)
+        if type(e).__name__ == "ContextOverflowError" and isinstance(prompt_tokens, int) and isinstance(n_ctx, int):
+            bigger = max(n_ctx * 2, 1 << (prompt_tokens + self.args.max_tokens).bit_length())
+            return (f"the conversation is {prompt_tokens:,} tokens but the context is {n_ctx:,} tokens (--ctx): "
+                    f"/reset to start over, or restart the chat with a larger --ctx (e.g. --ctx {bigger})")
+        return str(e)
 
     def run(self) -> int:
         if self.interactive:
@@ -760,6 +942,7 @@ class _ChatSession:
 
 
 def cmd_chat(args: argparse.Namespace, out: TextIO) -> int:
+    """``chat``: checks the model path and the tools file, loads the model, runs the REPL."""
     _check_model_path(args.model)
     session_tools = _ChatSession._load_tools(args.tools)  # validate before the slow model load
     del session_tools
@@ -772,6 +955,7 @@ def cmd_chat(args: argparse.Namespace, out: TextIO) -> int:
 # ------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
     p = _Parser(prog=PROG, description="Run OpenAI's gpt-oss models with exact Harmony rendering and parsing "
                                        "on llama.cpp.",
                 epilog="Run '%(prog)s COMMAND --help' for a command's options.")
@@ -829,18 +1013,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OpenAI input: which earlier reasoning to keep, as the engine does (default spec: drop "
                         "the reasoning of completed turns, keep the turn in progress)")
     r.add_argument("--indent", type=int, default=None, metavar="N", help="pretty-print the JSON")
+    _add_limit_args(r)
     r.set_defaults(func=cmd_render)
 
     q = sub.add_parser("parse", help="parse sampled token ids into Harmony messages",
                        description="Parse token ids (a JSON array, or render's output object) into messages. "
                                    'Prints {"messages": [...]} (Conversation.to_dict() format). Lenient by default: '
-                                   "malformed output is recovered, never an error.")
+                                   "malformed output (ids outside the vocabulary included) is recovered, never an "
+                                   "error; each repair, limit cut and truncation is reported on stderr.")
     q.add_argument("input", nargs="?", default="-", help="JSON file, or - for stdin (default)")
     q.add_argument("--role", choices=_ROLES, default=None,
                    help="role of the first message when the ids start after <|start|>ROLE (e.g. assistant)")
     q.add_argument("--strict", action="store_true", help="fail on malformed output (the reference's behaviour)")
     q.add_argument("--text", action="store_true", help="input is Harmony text with markup, not token ids")
     q.add_argument("--indent", type=int, default=None, metavar="N", help="pretty-print the JSON")
+    _add_limit_args(q)
     q.set_defaults(func=cmd_parse)
     return p
 

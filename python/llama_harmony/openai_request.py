@@ -99,6 +99,40 @@ NAMED_TOOL_TEXT = "You must call the function `{name}` before you answer."
 JSON_OBJECT_COMMENT = "Respond with a single JSON object."
 
 
+def _js(value: Any) -> str:
+    """A value as it reads in JSON (``true``, ``null``, ``"text"``), cut to 60 characters, for
+    error messages: requests are JSON, so is what their errors quote."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    """The JSON type of a value (``number``, ``string``, ``object``...), for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _check_array(value: Any, name: str) -> Sequence[Any]:
+    """``value`` if it is a JSON array, else an :class:`OpenAIFormatError` naming ``name``."""
+    if not isinstance(value, (list, tuple)):
+        raise OpenAIFormatError(f"{name} must be an array, not {_kind(value)} {_js(value)}", param=name)
+    return value
+
+
 class OpenAIFormatError(ValueError):
     """The OpenAI request cannot be turned into Harmony (bad message, unknown tool_call_id...).
 
@@ -106,6 +140,7 @@ class OpenAIFormatError(ValueError):
     """
 
     def __init__(self, message: str, *, param: Optional[str] = None):
+        """``message``: what is wrong; ``param``: the field (``messages[3].content``), if known."""
         super().__init__(message)
         self.param = param
 
@@ -129,7 +164,8 @@ def _text_of(content: Any, where: str) -> Optional[str]:
                 parts.append(part)
                 continue
             if not isinstance(part, Mapping):
-                raise OpenAIFormatError(f"{where}.content[{i}] must be an object", param=f"{where}.content")
+                raise OpenAIFormatError(f"{where}.content[{i}] must be an object, not {_kind(part)} {_js(part)}",
+                                        param=f"{where}.content")
             kind = part.get("type", "text")
             if kind in ("text", "input_text", "output_text"):
                 text = part.get("text")
@@ -140,10 +176,11 @@ def _text_of(content: Any, where: str) -> Optional[str]:
                 parts.append(part["refusal"])
             else:
                 raise OpenAIFormatError(
-                    f"{where}.content[{i}] has unsupported type {kind!r} (gpt-oss takes text only)",
+                    f"{where}.content[{i}] has unsupported type {_js(kind)} (gpt-oss takes text only)",
                     param=f"{where}.content")
         return "".join(parts)
-    raise OpenAIFormatError(f"{where}.content must be a string or a list of text parts", param=f"{where}.content")
+    raise OpenAIFormatError(f"{where}.content must be a string or an array of text parts, not "
+                            f"{_kind(content)} {_js(content)}", param=f"{where}.content")
 
 
 def _effort(value: Any) -> ReasoningEffort:
@@ -158,7 +195,7 @@ def _effort(value: Any) -> ReasoningEffort:
         for e in ReasoningEffort:
             if e.value.lower() == v:
                 return e
-    raise OpenAIFormatError(f"reasoning_effort must be low, medium or high; got {value!r}",
+    raise OpenAIFormatError(f"reasoning_effort must be low, medium or high; got {_js(value)}",
                             param="reasoning_effort")
 
 
@@ -171,15 +208,16 @@ def _empty_object_schema(params: Any) -> bool:
 def _tool_descriptions(tools: Optional[Sequence[Any]]) -> List[ToolDescription]:
     out: List[ToolDescription] = []
     seen = set()
-    for i, tool in enumerate(tools or []):
+    for i, tool in enumerate(_check_array(tools, "tools") if tools is not None else []):
         if isinstance(tool, ToolDescription):
             desc = tool
         else:
             if not isinstance(tool, Mapping):
-                raise OpenAIFormatError(f"tools[{i}] must be an object", param=f"tools[{i}]")
+                raise OpenAIFormatError(f"tools[{i}] must be an object, not {_kind(tool)} {_js(tool)}",
+                                        param=f"tools[{i}]")
             kind = tool.get("type", "function")
             if kind != "function":
-                raise OpenAIFormatError(f"tools[{i}].type {kind!r} is not supported (only 'function')",
+                raise OpenAIFormatError(f"tools[{i}].type {_js(kind)} is not supported (only 'function')",
                                         param=f"tools[{i}].type")
             fn = tool.get("function", tool)
             if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
@@ -187,14 +225,14 @@ def _tool_descriptions(tools: Optional[Sequence[Any]]) -> List[ToolDescription]:
                                         param=f"tools[{i}].function.name")
             params = fn.get("parameters")
             if params is not None and not isinstance(params, Mapping):
-                raise OpenAIFormatError(f"tools[{i}].function.parameters must be a JSON Schema object",
-                                        param=f"tools[{i}].function.parameters")
+                raise OpenAIFormatError(f"tools[{i}].function.parameters must be a JSON Schema object, not "
+                                        f"{_kind(params)} {_js(params)}", param=f"tools[{i}].function.parameters")
             if params is not None and _empty_object_schema(params):
                 params = None
             desc = ToolDescription.new(fn["name"], fn.get("description") or "",
                                        dict(params) if params is not None else None)
         if desc.name in seen:
-            raise OpenAIFormatError(f"tool {desc.name!r} is defined twice", param="tools")
+            raise OpenAIFormatError(f"tool {_js(desc.name)} is defined twice", param="tools")
         seen.add(desc.name)
         out.append(desc)
     return out
@@ -217,10 +255,10 @@ def _apply_tool_choice(tools: List[ToolDescription], tool_choice: Any) -> Tuple[
                                     "'function': {'name': ...}}", param="tool_choice")
         chosen = [t for t in tools if t.name == name]
         if not chosen:
-            raise OpenAIFormatError(f"tool_choice names {name!r}, which is not in tools", param="tool_choice")
+            raise OpenAIFormatError(f"tool_choice names {_js(name)}, which is not in tools", param="tool_choice")
         return chosen, NAMED_TOOL_TEXT.format(name=name)
     raise OpenAIFormatError(f"tool_choice must be 'none', 'auto', 'required' or a function object; "
-                            f"got {tool_choice!r}", param="tool_choice")
+                            f"got {_js(tool_choice)}", param="tool_choice")
 
 
 def tool_schemas(tools: Optional[Sequence[Any]], tool_choice: Any = None) -> Dict[str, Optional[dict]]:
@@ -254,7 +292,7 @@ def response_format_schema(response_format: Optional[Mapping[str, Any]]) -> Opti
         name = spec.get("name") or "response"
         desc = spec.get("description")
         return str(name), dict(schema), (desc if isinstance(desc, str) and desc else None)
-    raise OpenAIFormatError(f"response_format.type must be text, json_object or json_schema; got {kind!r}",
+    raise OpenAIFormatError(f"response_format.type must be text, json_object or json_schema; got {_js(kind)}",
                             param="response_format.type")
 
 
@@ -284,7 +322,9 @@ def _check_limits(messages: Sequence[Any], limits: Optional[Limits]) -> None:
     if limits is None:
         return
     if len(messages) > limits.max_messages:
-        raise LimitExceeded(f"max_messages exceeded: {len(messages)} messages > {limits.max_messages}")
+        err = LimitExceeded(f"limit exceeded: messages is {len(messages)}, over the cap of {limits.max_messages}")
+        err.limit, err.cap, err.actual = "messages", limits.max_messages, len(messages)
+        raise err
 
 
 def messages_to_conversation(
@@ -305,7 +345,10 @@ def messages_to_conversation(
     if cot_policy not in COT_POLICIES:
         raise OpenAIFormatError(f"cot_policy must be one of {COT_POLICIES}; got {cot_policy!r}")
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise OpenAIFormatError("messages must be a list of message objects", param="messages")
+        raise OpenAIFormatError(f"messages must be an array of message objects, not {_kind(messages)} "
+                                f"{_js(messages)}", param="messages")
+    if not messages:
+        raise OpenAIFormatError("messages must contain at least one message", param="messages")
     _check_limits(messages, limits)
 
     descs, extra_instruction = _apply_tool_choice(_tool_descriptions(tools), tool_choice)
@@ -315,11 +358,12 @@ def messages_to_conversation(
 
     def role_of(i: int, m: Any) -> str:
         if not isinstance(m, Mapping):
-            raise OpenAIFormatError(f"messages[{i}] must be an object", param=f"messages[{i}]")
+            raise OpenAIFormatError(f"messages[{i}] must be an object, not {_kind(m)} {_js(m)}",
+                                    param=f"messages[{i}]")
         role = m.get("role")
         if role not in ("system", "developer", "user", "assistant", "tool", "function"):
             raise OpenAIFormatError(f"messages[{i}].role must be system, developer, user, assistant or tool; "
-                                    f"got {role!r}", param=f"messages[{i}].role")
+                                    f"got {_js(role)}", param=f"messages[{i}].role")
         return role
 
     # Leading system/developer messages -> the developer message's instructions.
@@ -431,8 +475,7 @@ def _assistant_messages(m: Mapping[str, Any], where: str, call_names: Dict[str, 
     if not content and isinstance(m.get("refusal"), str):
         content = m["refusal"]
     calls = m.get("tool_calls") or []
-    if not isinstance(calls, (list, tuple)):
-        raise OpenAIFormatError(f"{where}.tool_calls must be a list", param=f"{where}.tool_calls")
+    _check_array(calls, f"{where}.tool_calls")
     calls = list(calls)
     if not calls and isinstance(m.get("function_call"), Mapping):  # legacy functions API
         calls = [{"id": None, "type": "function", "function": m["function_call"]}]
@@ -462,7 +505,7 @@ def _tool_message(m: Mapping[str, Any], where: str, role: str, call_names: Dict[
         if name is None:
             known = ", ".join(repr(k) for k in call_names) or "none"
             raise OpenAIFormatError(
-                f"{where} answers tool_call_id {call_id!r}, which no earlier assistant tool call has "
+                f"{where} answers tool_call_id {_js(call_id)}, which no earlier assistant tool call has "
                 f"(known ids: {known})", param=f"{where}.tool_call_id")
     else:
         name = m.get("name")

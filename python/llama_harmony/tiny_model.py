@@ -398,6 +398,8 @@ class ForcedTokens:
         prompt_len: Optional[int] = None,
         n_vocab: int = N_VOCAB,
     ):
+        """``ids``: forced in order, then ``end_id``; ``prompt_len``: the prompt's length when known
+        (else taken from the first call); ``n_vocab``: ids are checked against it."""
         self.ids = [int(i) for i in ids]
         self.end_id = int(end_id)
         for t in self.ids + [self.end_id]:

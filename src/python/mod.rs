@@ -561,7 +561,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let mut ranks = Vec::new();
-        token_ids::read_ids(ids, &mut ranks, token_ids::rank_or_overflow)?;
+        token_ids::read_ids(ids, &mut ranks, token_ids::strict_rank)?;
         let bytes = guarded(py, || tokenizer().decode_bytes(&ranks))?;
         Ok(PyBytes::new(py, &bytes))
     }
@@ -569,7 +569,7 @@ impl NativeEncoding {
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn decode_utf8(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         let mut ranks = Vec::new();
-        token_ids::read_ids(ids, &mut ranks, token_ids::rank_or_overflow)?;
+        token_ids::read_ids(ids, &mut ranks, token_ids::strict_rank)?;
         guarded(py, || tokenizer().decode_utf8(&ranks))
     }
 

@@ -6,11 +6,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use super::events::{self, events_to_py};
-use super::token_ids::{rank_or_overflow, read_ids};
+use super::token_ids::{int_value, read_ids, strict_rank, Id};
 use super::{message_to_tuple, run_guarded as run, HarmonyError, PyLimits};
 use crate::chat::Role;
 use crate::limits::Limits;
-use crate::parser::{self, Event, Mode, StreamParser};
+use crate::parser::{self, Event, Mode, RepairKind, StreamParser};
 use crate::tokenizer::Rank;
 
 /// Above this many ids a `feed` releases the GIL while parsing.
@@ -29,19 +29,73 @@ fn parse_role(role: Option<&str>) -> PyResult<Option<Role>> {
         .transpose()
 }
 
-/// An id fed to a parser: the lenient and raw modes read an id outside 0..2^32 as an
-/// unknown id (U+FFFD); the reference modes raise like the reference.
-#[inline]
-fn to_rank(id: i64, mode: Mode) -> PyResult<Rank> {
-    match mode {
-        Mode::Lenient | Mode::Raw => Ok(u32::try_from(id).unwrap_or(u32::MAX)),
-        Mode::Strict | Mode::NonStrict => rank_or_overflow(id),
+/// The decimal text of an int that does not fit in an `i64` (or its size when Python refuses
+/// to print it: more than `sys.get_int_max_str_digits()` digits).
+fn big_int_text(obj: &Bound<'_, PyAny>) -> String {
+    let text = obj.call_method0("__index__").and_then(|i| i.str().map(|s| s.to_string()));
+    text.unwrap_or_else(|_| {
+        let bits = obj
+            .call_method0("__index__")
+            .and_then(|i| i.call_method0("bit_length"))
+            .and_then(|b| b.extract::<u64>());
+        match bits {
+            Ok(n) => format!("an integer of {n} bits"),
+            Err(_) => "an integer too large to print".to_string(),
+        }
+    })
+}
+
+/// How the lenient and raw parsers read ids: an id outside 0..2^32 (of any size) becomes
+/// the unknown id `u32::MAX` (U+FFFD, parsing goes on); its position and decimal text are
+/// added to `outside`, so the `invalid_token` repair can name the real id.
+fn lenient_rank(outside: &mut Vec<(usize, String)>) -> impl FnMut(usize, Id<'_>) -> PyResult<Rank> + '_ {
+    move |position, id| {
+        let text = match id {
+            Id::Int(v) => match u32::try_from(v) {
+                Ok(r) => return Ok(r),
+                Err(_) => v.to_string(),
+            },
+            Id::Big(_, obj) => big_int_text(&obj),
+        };
+        outside.push((position, text));
+        Ok(u32::MAX)
     }
 }
 
-/// Reads the ids of a parser's input (see [`read_ids`]).
-fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>) -> PyResult<()> {
-    read_ids(ids, out, |v| to_rank(v, mode))
+/// Reads the ids of a parser's input (see [`read_ids`]): in the lenient and raw modes the
+/// positions and texts of the ids outside 0..2^32 go to `outside`.
+fn extract_ids(ids: &Bound<'_, PyAny>, mode: Mode, out: &mut Vec<Rank>, outside: &mut Vec<(usize, String)>) -> PyResult<()> {
+    outside.clear();
+    match mode {
+        Mode::Lenient | Mode::Raw => read_ids(ids, out, lenient_rank(outside)),
+        Mode::Strict | Mode::NonStrict => read_ids(ids, out, strict_rank),
+    }
+}
+
+/// Feeds `ranks` whose ids at the `outside` positions were outside 0..2^32 (read as the
+/// unknown id `u32::MAX`; lenient and raw modes, which never fail): each of those is fed on
+/// its own, and the `invalid_token` repair it causes names the id that was given.
+fn feed_naming_outside(
+    py: Python<'_>,
+    inner: &mut StreamParser,
+    ranks: &[Rank],
+    outside: &[(usize, String)],
+    events: &mut Vec<Event>,
+) -> PyResult<()> {
+    let mut start = 0;
+    for (pos, text) in outside {
+        let pos = *pos;
+        run(py, false, || inner.feed_into(&ranks[start..pos], events))?;
+        let first = events.len();
+        run(py, false, || inner.feed_into(&ranks[pos..pos + 1], events))?;
+        for e in &mut events[first..] {
+            if let Event::Repair { kind: RepairKind::InvalidToken, detail, .. } = e {
+                detail.clone_from(text);
+            }
+        }
+        start = pos + 1;
+    }
+    run(py, ranks.len() - start > RELEASE_GIL_ABOVE, || inner.feed_into(&ranks[start..], events))
 }
 
 /// The native streaming parser. `llama_harmony.StreamableParser` subclasses it, so the
@@ -54,6 +108,8 @@ pub struct NativeParser {
     /// Reused between `feed` calls (ids read from Python, events of the batch).
     ids: Vec<Rank>,
     events: Vec<Event>,
+    /// Positions and texts of the batch's ids outside 0..2^32 (lenient and raw modes).
+    outside: Vec<(usize, String)>,
 }
 
 #[pymethods]
@@ -77,13 +133,22 @@ impl NativeParser {
             inner,
             ids: Vec::new(),
             events: Vec::new(),
+            outside: Vec::new(),
         })
     }
 
     /// Feeds one id (the reference's `process`); returns the parser.
-    fn process(mut slf: PyRefMut<'_, Self>, token: i64) -> PyResult<PyRefMut<'_, Self>> {
+    /// In the lenient and raw modes an id outside 0..2^32 (of any size) is an unknown id.
+    fn process<'a>(mut slf: PyRefMut<'a, Self>, token: &Bound<'_, PyAny>) -> PyResult<PyRefMut<'a, Self>> {
         let py = slf.py();
-        let t = to_rank(token, slf.inner.mode())?;
+        let id = int_value(token)?;
+        let t = match slf.inner.mode() {
+            Mode::Lenient | Mode::Raw => match id {
+                Id::Int(v) => u32::try_from(v).unwrap_or(u32::MAX),
+                Id::Big(..) => u32::MAX,
+            },
+            Mode::Strict | Mode::NonStrict => strict_rank(0, id)?,
+        };
         let p = &mut slf.inner;
         run(py, false, || p.process(t))?;
         Ok(slf)
@@ -101,10 +166,14 @@ impl NativeParser {
     /// it were processed (their events are lost; use `process` for exact error positions).
     /// `ids`: a list (fastest), a tuple or any iterable of ints.
     fn feed<'py>(&mut self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-        let NativeParser { inner, ids: ranks, events } = self;
-        extract_ids(ids, inner.mode(), ranks)?;
+        let NativeParser { inner, ids: ranks, events, outside } = self;
+        extract_ids(ids, inner.mode(), ranks, outside)?;
         events.clear();
-        let r = run(py, ranks.len() > RELEASE_GIL_ABOVE, || inner.feed_into(ranks, events));
+        let r = if outside.is_empty() {
+            run(py, ranks.len() > RELEASE_GIL_ABOVE, || inner.feed_into(ranks, events))
+        } else {
+            feed_naming_outside(py, inner, ranks, outside, events)
+        };
         if let Err(e) = r {
             events.clear();
             return Err(e);
@@ -140,6 +209,7 @@ impl NativeParser {
             inner: self.inner.clone(),
             ids: Vec::new(),
             events: Vec::new(),
+            outside: Vec::new(),
         }
     }
 
@@ -274,7 +344,7 @@ fn parse_completion<'py>(
     let role = parse_role(role)?;
     let limits: Limits = limits.map(|l| l.inner).unwrap_or_default();
     let mut ranks = Vec::new();
-    extract_ids(ids, mode, &mut ranks)?;
+    extract_ids(ids, mode, &mut ranks, &mut Vec::new())?;
     let ms = run(py, ranks.len() > RELEASE_GIL_ABOVE, || {
         parser::parse_completion(&ranks, role, mode, limits)
     })?;

@@ -11,8 +11,11 @@ sorting), so running the script twice produces byte-identical files.
 
 The reference needs the o200k_base ranks file offline.  The script points
 ``TIKTOKEN_ENCODINGS_BASE`` at a folder holding ``o200k_base.tiktoken`` whose
-SHA-256 is checked first: either ``--tiktoken-base DIR`` or, by default, a
-temporary folder into which ``--vocab FILE`` is copied.
+SHA-256 is checked first: either ``--tiktoken-base DIR``, or a temporary folder
+into which ``--vocab FILE`` is copied, or (the default) a temporary folder into
+which the ranks embedded in ``llama_harmony`` are written
+(``llama_harmony.o200k_base_tiktoken_bytes()``; install this repository's
+package in the same environment).  Nothing outside the repository is read.
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ from pathlib import Path
 VOCAB_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 VOCAB_NAME = "o200k_base.tiktoken"
 HERE = Path(__file__).resolve().parent
-# the verified copy in ../shared/vocab beside the repository
-DEFAULT_VOCAB = HERE.parents[2] / "shared" / "vocab" / VOCAB_NAME
 DEFAULT_OUT = HERE / "goldens"
 MAX_FILE_BYTES = 1_400_000  # keep every file < 1.5 MB
 
@@ -75,6 +76,15 @@ def prepare_vocab(args) -> tuple[Path, Path | None]:
     if args.tiktoken_base:
         base = Path(args.tiktoken_base)
         tmp = None
+    elif args.vocab is None:
+        try:
+            import llama_harmony
+        except ImportError:
+            sys.exit("llama_harmony is not installed here: install this repository's package "
+                     "(pip install .) or pass --vocab FILE / --tiktoken-base DIR")
+        tmp = Path(tempfile.mkdtemp(prefix="harmony-goldens-"))
+        (tmp / VOCAB_NAME).write_bytes(llama_harmony.o200k_base_tiktoken_bytes())
+        base = tmp
     else:
         src = Path(args.vocab)
         if not src.is_file():
@@ -1206,9 +1216,9 @@ def main(argv=None) -> int:
                     "(openai-harmony==0.0.8) offline.")
     ap.add_argument("out", nargs="?", default=str(DEFAULT_OUT),
                     help="output folder (default: %(default)s)")
-    ap.add_argument("--vocab", default=str(DEFAULT_VOCAB),
+    ap.add_argument("--vocab", default=None,
                     help="o200k_base.tiktoken to copy into a temporary TIKTOKEN_ENCODINGS_BASE "
-                         "(SHA-256 checked; default: %(default)s)")
+                         "(SHA-256 checked; default: the ranks embedded in llama_harmony)")
     ap.add_argument("--tiktoken-base", default=None,
                     help="use this existing folder (holding o200k_base.tiktoken) as TIKTOKEN_ENCODINGS_BASE "
                          "instead of copying --vocab")

@@ -1,0 +1,44 @@
+"""Type checkers see the API as it runs: the model objects are dataclasses (keyword
+construction is checked field by field), the package ships ``py.typed`` and the ``_core``
+stubs, and the engine's lazily loaded names are visible to them. Runs mypy on a small file."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+SNIPPET = '''
+from typing import List
+
+from llama_harmony import (Author, Conversation, ContentDelta, HarmonyEncodingName, HarmonyEngine, Limits,
+                           Message, Role, StreamableParser, SystemContent, TextContent, load_harmony_encoding)
+from llama_harmony.limits_text import describe
+
+m = Message(author=Author(role=Role.USER), content=[TextContent(text="hi")], channel="final")
+c = Conversation(messages=[m, Message.from_role_and_content(Role.SYSTEM, SystemContent.new())])
+enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS, limits=Limits(max_prompt_tokens=8192))
+ids: List[int] = enc.render_conversation_for_completion(c, Role.ASSISTANT)
+p = StreamableParser(enc, Role.ASSISTANT, strict=False)
+texts: List[str] = [e.text for e in p.feed(ids) if isinstance(e, ContentDelta)]
+engine_class: type = HarmonyEngine
+print(describe(ValueError("x"), "http"))
+bad1 = Message(author=Author(role=Role.USER), content=[TextContent(text=5)])
+bad2 = Message(author=Author(role=Role.USER), colour="red")
+'''
+
+
+def test_mypy_checks_keyword_construction(tmp_path):
+    src = tmp_path / "snippet.py"
+    src.write_text(textwrap.dedent(SNIPPET))
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"),
+         "--follow-imports=silent", "--no-error-summary", "--hide-error-context", str(src)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    errors = [line.split(": error: ", 1)[1] for line in out.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        'Argument "text" to "TextContent" has incompatible type "int"; expected "str"  [arg-type]',
+        'Unexpected keyword argument "colour" for "Message"  [call-arg]',
+    ], out.stdout + out.stderr
+    lines = [line.split(":")[1] for line in out.stdout.splitlines() if ": error: " in line]
+    source = src.read_text().splitlines()
+    assert [source[int(n) - 1].split(" =")[0] for n in lines] == ["bad1", "bad2"]
