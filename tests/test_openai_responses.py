@@ -31,7 +31,7 @@ from llama_harmony.openai_responses import (
     browser_action,
     responses_to_conversation,
 )
-from test_differential import ref, vocab_bytes  # noqa: F401  (the reference, offline)
+from test_differential import ref  # noqa: F401  (the reference, offline)
 from test_openai_format import TIME_TS, WEATHER_TS, CompatOnly, sys_msg, tools_block
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get the weather for a city.",
