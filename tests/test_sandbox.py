@@ -75,6 +75,15 @@ def test_stdin_and_exit_status(box):
     assert (r.stdout, r.exit_code, r.limit, r.ok) == ("HELLO\n", 3, None, False)
 
 
+def test_show_last_value_like_a_notebook(box):
+    assert run(box, "x = 6\nx * 7", show_last_value=True).stdout == "42\n"
+    assert run(box, "x = 6\nx * 7").stdout == ""  # a script prints nothing
+    assert run(box, "print('a')\nNone", show_last_value=True).stdout == "a\n"
+    assert run(box, "'text'", show_last_value=True).stdout == "'text'\n"
+    r = run(box, "x = [1]\nx[5]", show_last_value=True)
+    assert 'File "<cell>", line 2' in r.stderr and "IndexError" in r.stderr
+
+
 def test_traceback_shows_the_code(box):
     r = run(box, "x = 1\ny = x / 0\n")
     assert r.exit_code == 1 and r.limit is None

@@ -120,7 +120,7 @@ _ENV = (
 # Runs inside the sandbox as ``python -I -B -u -c _LAUNCHER status_fd limits run_id code_len``.
 # Reads exactly code_len bytes of code from fd 0 (the rest of stdin stays the code's stdin) and
 # forks: the child applies the rlimits (soft = hard: the code cannot raise them) and runs the
-# code as __main__, reporting on status_fd which limit an uncaught exception comes from; the
+# code as __main__ (printing the value of a final expression when asked), reporting on status_fd which limit an uncaught exception comes from; the
 # parent waits for it, reports its CPU time (bwrap does not reap its init, so the host cannot
 # get it) and exits with its status (128 + N for signal N). Kept compatible with old
 # interpreters (no walrus, no match).
@@ -166,15 +166,24 @@ def _run(src, lim, status_fd):
     sys.argv[:] = [""]
     scope = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
-        exec(compile(src, "<cell>", "exec"), scope)
+        import ast
+        tree = compile(src, "<cell>", "exec", ast.PyCF_ONLY_AST)
+        last = None
+        if lim["show_last"] and tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<cell>", "exec"), scope)
+        if last is not None:
+            value = eval(compile(last, "<cell>", "eval"), scope)
+            if value is not None:
+                print(repr(value))
     except SystemExit:
         raise
     except BaseException as exc:
+        limit = _limit_of(exc, lim["nproc"])
+        if limit:  # before the traceback: whoever sees the traceback can see the limit
+            _report(status_fd, limit)
         tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
         traceback.print_exception(type(exc), exc, tb)
-        limit = _limit_of(exc, lim["nproc"])
-        if limit:
-            _report(status_fd, limit)
         sys.exit(1)
     sys.exit(0)
 def _main():
@@ -450,8 +459,11 @@ class PythonSandbox:
 
     # -- running --------------------------------------------------------------------------
 
-    def run(self, code: str, *, stdin: str = "") -> SandboxResult:
+    def run(self, code: str, *, stdin: str = "", show_last_value: bool = False) -> SandboxResult:
         """Run ``code`` (Python source) in a fresh sandbox with ``stdin`` as its stdin.
+
+        ``show_last_value``: when the code ends with an expression, print the ``repr`` of its
+        value unless it is ``None``, as a Jupyter cell shows it (``6*7`` prints ``42``).
 
         Blocks until the sandbox is gone. Never raises for anything the code does (errors,
         limits, kills are in the result); raises :class:`SandboxInputError` for code or stdin
@@ -464,9 +476,10 @@ class PythonSandbox:
             raise SandboxInputError("stdin", f"must be a str (got {type(stdin).__name__})")
         self.check()
         with self._slots:
-            return self._execute(code, stdin, self.limits)
+            return self._execute(code, stdin, self.limits, show_last_value)
 
-    def _argv(self, limits: SandboxLimits, status_fd: int, run_id: str, code_len: int) -> List[str]:
+    def _argv(self, limits: SandboxLimits, status_fd: int, run_id: str, code_len: int,
+              show_last: bool) -> List[str]:
         _, disable_userns = _bwrap_features(self.bwrap)
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent",
                 "--new-session", "--clearenv", "--hostname", "sandbox"]
@@ -494,12 +507,13 @@ class PythonSandbox:
                  "--remount-ro", "/dev", "--remount-ro", "/"]
         rlimits = {"cpu": limits.cpu_seconds, "as": limits.memory_bytes,
                    "nproc": limits.max_processes, "fsize": limits.max_file_bytes,
-                   "nofile": limits.max_open_files}
+                   "nofile": limits.max_open_files, "show_last": show_last}
         argv += ["--", self.python, "-I", "-B", "-u", "-c", _LAUNCHER,
                  str(status_fd), json.dumps(rlimits), run_id, str(code_len)]
         return argv
 
-    def _execute(self, code: str, stdin: str, limits: SandboxLimits) -> SandboxResult:
+    def _execute(self, code: str, stdin: str, limits: SandboxLimits,
+                 show_last: bool = False) -> SandboxResult:
         code_bytes = code.encode("utf-8", "replace")
         stdin_bytes = stdin.encode("utf-8", "replace")
         if len(code_bytes) + len(stdin_bytes) > limits.max_input_bytes:
@@ -514,7 +528,7 @@ class PythonSandbox:
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
-                self._argv(limits, status_w, run_id, len(code_bytes)),
+                self._argv(limits, status_w, run_id, len(code_bytes), show_last),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=(status_w,), cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 start_new_session=True, **extra)
@@ -710,6 +724,8 @@ class _Run:
         if self.killed_for is None and not self._done():
             self._kill("wall_time")  # only when pump() raised: never leave a sandbox behind
         for fd, name in list(self.fds.items()):
+            if name == "status":  # what the launcher wrote before a kill still counts
+                self._read_status(fd)
             if name != "init":
                 self._close(fd)
         self._reap(block=True)
@@ -728,8 +744,11 @@ class _Run:
         text = (bytes(self.status) + b"\n" + self.status_tail).decode("ascii", "replace").split()
         cpu = [float(w[4:]) for w in text if w.startswith("cpu=") and _is_float(w[4:])]
         cpu_s = cpu[-1] if cpu else 0.0
+        reported = next((w for w in text if w in LIMIT_NAMES), None)
         if self.killed_for is not None:
-            limit: Optional[str] = self.killed_for
+            # A flood of output is often the symptom (tracebacks of a fork bomb): the limit
+            # the code hit first is the news.
+            limit: Optional[str] = reported if self.killed_for == "output" and reported else self.killed_for
             exit_code: Optional[int] = None
         else:
             exit_code = code if code is not None and code >= 0 else None
@@ -737,7 +756,7 @@ class _Run:
                                                 and cpu_s >= self.limits.cpu_seconds):
                 limit = "cpu_time"
             else:
-                limit = next((w for w in text if w in LIMIT_NAMES), None)
+                limit = reported
         texts = {}
         for name in ("stdout", "stderr"):
             texts[name] = self.out[name].decode("utf-8", "replace")
