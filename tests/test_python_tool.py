@@ -3,8 +3,6 @@ wording, the Responses API item, and the Harmony messages checked against openai
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import llama_harmony as lh
@@ -20,22 +18,6 @@ def tool() -> PythonTool:
                                                max_processes=16, max_output_bytes=1000)))
     t.check()
     return t
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """openai_harmony 0.0.8 and its encoding, offline (the vocabulary comes from ours)."""
-    base = tmp_path_factory.mktemp("vocab")
-    (base / "o200k_base.tiktoken").write_bytes(bytes(lh.o200k_base_tiktoken_bytes()))
-    saved = os.environ.get("TIKTOKEN_ENCODINGS_BASE")
-    os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(base)
-    import openai_harmony as oh
-
-    yield oh, oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-    if saved is None:
-        del os.environ["TIKTOKEN_ENCODINGS_BASE"]
-    else:
-        os.environ["TIKTOKEN_ENCODINGS_BASE"] = saved
 
 
 def test_print_and_the_responses_item(tool):
@@ -99,8 +81,8 @@ def test_unavailable_sandbox_and_bad_input_never_raise(tool, tmp_path):
     assert (out.status, out.text) == ("failed", "Error: the code must be text, not NoneType.")
 
 
-def test_harmony_messages_render_like_the_reference(tool, reference, enc):
-    oh, ref_enc = reference
+def test_harmony_messages_render_like_the_reference(tool, harmony_reference, enc):
+    oh, ref_enc = harmony_reference
     out = tool.run("print(6*7)")
     call, answer = harmony_messages("print(6*7)", out)
     ref_call = (oh.Message.from_role_and_content(oh.Role.ASSISTANT, "print(6*7)").with_channel("analysis")
