@@ -229,6 +229,45 @@ def test_not_root_on_the_host_no_capabilities_no_nested_namespaces(box):
     assert all(uids == [expected] * 4 and caps == "0000000000000000" for uids, caps in seen.values()), seen
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter exists for x86_64 only")
+def test_seccomp_refuses_the_risky_kernel_interfaces(box):
+    code = """
+        import ctypes, errno, threading, subprocess
+        libc = ctypes.CDLL(None, use_errno=True)
+        for name, nr in [("io_uring_setup", 425), ("bpf", 321), ("perf_event_open", 298),
+                         ("userfaultfd", 323), ("keyctl", 250), ("ptrace", 101), ("mount", 165),
+                         ("open_by_handle_at", 304), ("clone3", 435)]:
+            ctypes.set_errno(0)
+            rc = libc.syscall(nr, 0, 0, 0, 0, 0)
+            print(name, rc, errno.errorcode.get(ctypes.get_errno()))
+        t = threading.Thread(target=print, args=("thread ok",))   # clone3 refused: clone is used
+        t.start(); t.join()
+        print(subprocess.run(["/bin/echo", "subprocess ok"], capture_output=True, text=True).stdout.strip())
+        """
+    r = run(box, code)
+    assert r.stdout.split("\n") == [
+        "io_uring_setup -1 EPERM", "bpf -1 EPERM", "perf_event_open -1 EPERM", "userfaultfd -1 EPERM",
+        "keyctl -1 EPERM", "ptrace -1 EPERM", "mount -1 EPERM", "open_by_handle_at -1 EPERM",
+        "clone3 -1 ENOSYS", "thread ok", "subprocess ok", ""], r.stdout + r.stderr
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter exists for x86_64 only")
+def test_seccomp_kills_other_syscall_abis(box):
+    """i386 syscalls (``int 0x80``) have other numbers: the filter kills the process (SIGSYS)."""
+    code = """
+        import ctypes, mmap
+        page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        page.write(b"\\xb8\\x14\\x00\\x00\\x00\\xcd\\x80\\xc3")   # mov eax, 20 (getpid); int 0x80; ret
+        getpid_i386 = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+        print("before", flush=True)
+        print("i386 getpid returned", getpid_i386())
+        """
+    r = run(box, code)
+    assert (r.stdout, r.exit_code, r.limit) == ("before\n", 128 + 31, None)  # SIGSYS
+    r = run(box, "import ctypes\nprint('before', flush=True)\nctypes.CDLL(None).syscall(0x40000000 + 39)\n")
+    assert (r.stdout, r.exit_code) == ("before\n", 128 + 31)  # the x32 ABI's getpid
+
+
 def test_fork_bomb_is_contained(box):
     r = run(box, "import os\nwhile True:\n    os.fork()\n")
     assert r.limit == "processes", (r.limit, r.stderr[-500:])

@@ -32,7 +32,8 @@ What one :meth:`PythonSandbox.run` does:
   directory on ``sys.path``) with a small launcher that reads the code from stdin, applies
   the per-process rlimits (CPU time, address space, processes, file size, open files, no
   core dumps) and runs the code as ``__main__`` (tracebacks show the code's lines as
-  ``File "<cell>"``); the rest of stdin is the code's stdin;
+  ``File "<cell>"``; with ``show_last_value`` a final expression's value is printed, as in
+  a notebook); the rest of stdin is the code's stdin;
 * on the host: stdout and stderr are read as they come, at most ``max_output_bytes`` in all
   (never more is held); the run is killed when that is exceeded or when ``wall_seconds`` pass;
   a kill takes the whole pid namespace down, and :meth:`~PythonSandbox.run` returns only once
@@ -50,21 +51,29 @@ refused at the limit), ``"output"``, ``"file_size"`` (a file over ``max_file_byt
 tmpfs full). The last three of those are reported by the launcher from the exception that
 ended the code, so code that catches them is not reported (it was not stopped either).
 
+On x86_64 a seccomp filter (classic BPF, handed to ``bwrap --seccomp``) refuses the kernel
+interfaces behind most local privilege escalations that an unprivileged process can still
+reach (io_uring, eBPF, perf events, userfaultfd, keyrings, ptrace, mounts, namespaces...; see
+``_DENY_X86_64``) and kills a process that uses another syscall ABI (i386 ``int 0x80``, x32).
+Other architectures run without it.
+
 Limits not enforced here (stated in the README's security model too): CPU time and address
 space are per process, so a run may use up to ``max_processes`` times them until the wall
 clock stops it; tmpfs pages count against neither (each tmpfs is bounded by ``tmp_bytes``).
-There is no seccomp filter: the kernel's syscall surface of an unprivileged user (minus user
-namespaces) stays reachable, so a kernel bug can break out, as in any namespace sandbox.
+The rest of the kernel stays reachable: a kernel bug in it can break out, as from any
+namespace sandbox.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -364,6 +373,47 @@ def _bwrap_features(bwrap: str) -> Tuple[bool, bool]:
         return _FEATURES[bwrap]
 
 
+# Syscalls the sandbox refuses (EPERM) on x86_64: the kernel interfaces behind most local
+# privilege escalations that an unprivileged process can still reach (io_uring, eBPF, perf,
+# userfaultfd, keyrings), tracing other processes, namespaces and mounts (already refused for
+# lack of capabilities: refused here before any kernel code parses them), module, kexec,
+# reboot, swap and raw I/O port calls. clone3 gets ENOSYS: its flags cannot be inspected, and
+# glibc then falls back to clone. Other architectures and ABIs (i386 ``int 0x80``, x32) kill
+# the process: their syscall numbers differ, so the list would not apply.
+_DENY_X86_64 = (
+    425, 426, 427,            # io_uring_setup, io_uring_enter, io_uring_register
+    321, 298, 323,            # bpf, perf_event_open, userfaultfd
+    248, 249, 250,            # add_key, request_key, keyctl
+    101, 310, 311, 312,       # ptrace, process_vm_readv, process_vm_writev, kcmp
+    272, 308, 165, 166, 155, 161,   # unshare, setns, mount, umount2, pivot_root, chroot
+    428, 429, 430, 431, 432, 433, 442,  # open_tree, move_mount, fsopen, fsconfig, fsmount, fspick, mount_setattr
+    246, 320, 175, 313, 176,  # kexec_load, kexec_file_load, init_module, finit_module, delete_module
+    169, 167, 168, 163, 179,  # reboot, swapon, swapoff, acct, quotactl
+    303, 304, 300,            # name_to_handle_at, open_by_handle_at, fanotify_init
+    154, 134, 172, 173, 103, 212, 153,  # modify_ldt, uselib, iopl, ioperm, syslog, lookup_dcookie, vhangup
+)
+_CLONE3_X86_64 = 435
+
+
+def _seccomp_program() -> Optional[bytes]:
+    """The classic-BPF seccomp filter bwrap installs (``--seccomp``), for x86_64; ``None``
+    elsewhere (no filter: see the module docstring)."""
+    if os.uname().machine != "x86_64":
+        return None
+
+    def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06        # BPF_LD|W|ABS, BPF_JMP|JEQ|K, JGE, BPF_RET|K
+    kill, errno_, allow = 0x80000000, 0x00050000, 0x7FFF0000   # SECCOMP_RET_KILL_PROCESS, _ERRNO, _ALLOW
+    prog = [op(load, 4), op(jeq, 0xC000003E, 1, 0), op(ret, kill),   # arch must be AUDIT_ARCH_X86_64
+            op(load, 0), op(jge, 0x40000000, 0, 1), op(ret, kill)]    # no x32 ABI
+    for nr in _DENY_X86_64:
+        prog += [op(jeq, nr, 0, 1), op(ret, errno_ | errno.EPERM)]
+    prog += [op(jeq, _CLONE3_X86_64, 0, 1), op(ret, errno_ | errno.ENOSYS), op(ret, allow)]
+    return b"".join(prog)
+
+
 def _children(pid: int) -> List[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -479,12 +529,14 @@ class PythonSandbox:
             return self._execute(code, stdin, self.limits, show_last_value)
 
     def _argv(self, limits: SandboxLimits, status_fd: int, run_id: str, code_len: int,
-              show_last: bool) -> List[str]:
+              show_last: bool, seccomp_fd: Optional[int]) -> List[str]:
         _, disable_userns = _bwrap_features(self.bwrap)
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent",
                 "--new-session", "--clearenv", "--hostname", "sandbox"]
         if disable_userns:
             argv.append("--disable-userns")
+        if seccomp_fd is not None:
+            argv += ["--seccomp", str(seccomp_fd)]
         for key, value in _ENV:
             argv += ["--setenv", key, value]
         argv += ["--ro-bind", "/usr", "/usr"]
@@ -522,21 +574,30 @@ class PythonSandbox:
                                     f"bytes, over max_input_bytes={limits.max_input_bytes}")
         run_id = "sbx-" + uuid.uuid4().hex
         status_r, status_w = os.pipe()
+        child_fds = [status_w]
+        seccomp_fd = None
+        program = _seccomp_program()
+        if program is not None:  # a few hundred bytes: the pipe holds them until bwrap reads
+            seccomp_fd, seccomp_w = os.pipe()
+            os.write(seccomp_w, program)
+            os.close(seccomp_w)
+            child_fds.append(seccomp_fd)
         extra = {}
         if os.geteuid() == 0:
             extra = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
-                self._argv(limits, status_w, run_id, len(code_bytes), show_last),
+                self._argv(limits, status_w, run_id, len(code_bytes), show_last, seccomp_fd),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(status_w,), cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                pass_fds=child_fds, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 start_new_session=True, **extra)
         except OSError as exc:
             os.close(status_r)
             raise SandboxUnavailable(f"cannot start {self.bwrap}: {exc}. {_INSTALL_HINT}") from exc
         finally:
-            os.close(status_w)
+            for fd in child_fds:
+                os.close(fd)
         run = _Run(proc, status_r, code_bytes + stdin_bytes, limits, start)
         try:
             run.pump()
