@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -266,6 +267,56 @@ def test_seccomp_kills_other_syscall_abis(box):
     assert (r.stdout, r.exit_code, r.limit) == ("before\n", 128 + 31, None)  # SIGSYS
     r = run(box, "import ctypes\nprint('before', flush=True)\nctypes.CDLL(None).syscall(0x40000000 + 39)\n")
     assert (r.stdout, r.exit_code) == ("before\n", 128 + 31)  # the x32 ABI's getpid
+
+
+def test_sandbox_yields_cpu_and_is_killed_first_on_oom(box):
+    r = run(box, "import os\nprint(open('/proc/self/oom_score_adj').read().strip(), os.nice(0))")
+    assert r.stdout == "1000 10\n"
+
+
+def test_sandbox_dies_with_the_server(tmp_path):
+    """SIGKILL the process running a sandbox: its bwrap and everything inside go too."""
+    server = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / "python")!r})
+        from llama_harmony.tools.sandbox import PythonSandbox, SandboxLimits
+        PythonSandbox(SandboxLimits(wall_seconds=100)).run("import time\\ntime.sleep(100)")
+        """)])
+    try:
+        inside: list = []
+        for _ in range(600):  # wait (generously) for the sandbox's python to run
+            inside = [pid for pid in leftovers("def _limit_of(exc, nproc)") if server.pid in ancestors(pid)]
+            if len(inside) >= 4:  # bwrap, its init, the launcher, the code
+                break
+            time.sleep(0.05)
+        assert len(inside) >= 4, inside
+    finally:
+        server.kill()
+        server.wait()
+    for _ in range(200):
+        alive = [pid for pid in inside if running(pid)]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert alive == []
+
+
+def ancestors(pid: int) -> list:
+    chain = []
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        chain.append(pid)
+    return chain
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_fork_bomb_is_contained(box):
