@@ -79,7 +79,7 @@ def test_search_ranks_the_phrase_first_and_opens_the_hit(session):
     first = lines[5]
     assert first.startswith("L2: * 【0†walrus.txt†kb】 ") and "quantum walrus migration" in first
     assert sum("†kb】" in line for line in lines) == 6  # the phrase page, then the 5 noise pages
-    opened = session.call("open", '{"id": 0}')
+    opened = session.call("open", '{"id": "0"}')  # a link id sent as a string works too
     assert opened == ("[1] walrus.txt (local://kb/walrus.txt)\n**viewing lines [0 - 1] of 1**\n\n"
                       "L0: Field notes.\nL1: The quantum walrus migration starts in May.")
 

@@ -764,6 +764,8 @@ class BrowserSession:
     def _open(self, id: Union[int, str], cursor: int, loc: int, num_lines: int,
               view_source: bool) -> str:
         line: Optional[int] = None
+        if isinstance(id, str) and id.strip().isdigit():
+            id = int(id)  # a link id sent as a string
         if isinstance(id, str):
             url, fresh = id, True
         else:

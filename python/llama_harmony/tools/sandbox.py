@@ -640,7 +640,8 @@ class _Run:
         self.killed_for: Optional[str] = None
         self.reaped = False
         self.init_fd: Optional[int] = None
-        self.init_search = True          # False once found, or known to be unfindable
+        # False once found, or when the kernel does not list children (no CONFIG_PROC_CHILDREN)
+        self.init_search = os.path.exists(f"/proc/{proc.pid}/task/{proc.pid}/children")
         self.init_gone = False
         self.end = start
         self.sel = selectors.DefaultSelector()
