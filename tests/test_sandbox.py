@@ -273,7 +273,7 @@ def test_seccomp_kills_other_syscall_abis(box):
 
 def test_sandbox_yields_cpu_and_is_killed_first_on_oom(box):
     r = run(box, "import os\nprint(open('/proc/self/oom_score_adj').read().strip(), os.nice(0))")
-    assert r.stdout == "1000 10\n"
+    assert r.stdout == f"1000 {max(10, os.nice(0))}\n"  # nice 10, or the server's if higher
 
 
 def test_sandbox_dies_with_the_server(tmp_path):

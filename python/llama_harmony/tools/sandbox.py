@@ -51,7 +51,7 @@ refused at the limit), ``"output"``, ``"file_size"`` (a file over ``max_file_byt
 tmpfs full). The last three of those are reported by the launcher from the exception that
 ended the code, so code that catches them is not reported (it was not stopped either).
 
-The sandbox's processes run at nice 10 and with ``oom_score_adj`` 1000: they yield the CPU
+The sandbox's processes run at nice 10 (or the server's, if higher) and with ``oom_score_adj`` 1000: they yield the CPU
 to the server, and when memory runs out the kernel's OOM killer picks them first.
 
 On x86_64 a seccomp filter (classic BPF, handed to ``bwrap --seccomp``) refuses the kernel
@@ -215,7 +215,7 @@ def _main():
     try:  # under memory pressure the kernel kills sandboxes first; the server's CPU comes first
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
-        os.nice(10)
+        os.setpriority(os.PRIO_PROCESS, 0, max(10, os.getpriority(os.PRIO_PROCESS, 0)))
     except OSError:
         pass
     pid = os.fork()
