@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,23 @@ def tiny_path(tmp_path_factory, enc):
 
     return tiny_model.ensure_tiny_model(enc.token_bytes_table(tiny_model.N_VOCAB),
                                         cache_dir=tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def harmony_reference(tmp_path_factory):
+    """(openai_harmony, its gpt-oss encoding), offline: the vocabulary file comes from ours."""
+    import llama_harmony
+
+    base = tmp_path_factory.mktemp("reference_vocab")
+    (base / "o200k_base.tiktoken").write_bytes(bytes(llama_harmony.o200k_base_tiktoken_bytes()))
+    saved = os.environ.get("TIKTOKEN_ENCODINGS_BASE")
+    os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(base)
+    try:
+        import openai_harmony
+
+        yield openai_harmony, openai_harmony.load_harmony_encoding(openai_harmony.HarmonyEncodingName.HARMONY_GPT_OSS)
+    finally:
+        if saved is None:
+            os.environ.pop("TIKTOKEN_ENCODINGS_BASE", None)
+        else:
+            os.environ["TIKTOKEN_ENCODINGS_BASE"] = saved
