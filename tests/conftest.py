@@ -25,3 +25,12 @@ def enc():
     from llama_harmony import HarmonyEncodingName, load_harmony_encoding
 
     return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory, enc):
+    """The tiny random-weight gpt-oss GGUF (llama_harmony.tiny_model), built once per session."""
+    from llama_harmony import tiny_model
+
+    return tiny_model.ensure_tiny_model(enc.token_bytes_table(tiny_model.N_VOCAB),
+                                        cache_dir=tmp_path_factory.mktemp("tiny"))

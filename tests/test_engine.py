@@ -16,7 +16,6 @@ import pytest
 
 from llama_cpp import Llama, LogitsProcessorList
 
-from llama_harmony import tiny_model
 from llama_harmony.engine import (
     ContextOverflowError,
     HarmonyChatHandler,
@@ -40,12 +39,6 @@ ANSWER = ("<|channel|>analysis<|message|>User asks for a greeting. Say hello.<|e
 TOOL_CALL = ("<|channel|>analysis<|message|>Need to use function get_weather.<|end|>"
              "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
              '<|message|>{"city":"Paris"}<|call|>')
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory, enc):
-    return tiny_model.ensure_tiny_model(enc.token_bytes_table(tiny_model.N_VOCAB),
-                                        cache_dir=tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")
