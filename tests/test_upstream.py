@@ -117,6 +117,16 @@ def test_request_fields_and_bad_arguments():
         completion_request([1, -2], SamplingParams())
 
 
+def test_package_import_stays_light():
+    """``import llama_harmony`` loads neither httpx nor this module."""
+    import subprocess
+    import sys
+
+    code = "import sys, llama_harmony; print('httpx' in sys.modules, 'llama_harmony.upstream' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_forced_completion_grammar_shape():
     assert forced_completion_grammar([200005, 17, 200002]) == ("root ::= <[200005]> <[17]>\n", {200002: 1000.0})
     with pytest.raises(ValueError, match="end-of-generation"):

@@ -31,7 +31,10 @@ Classes
     :class:`Generation`.
 :func:`forced_completion`
     Sampling settings that make llama-server emit exactly given ids through its normal
-    sampling loop (replay mode, tests).
+    sampling loop (replay mode, tests); not for ids that split a UTF-8 character (llama.cpp's
+    grammar cannot force those).
+:func:`completion_request`
+    The ``POST /completion`` body for prompt ids and :class:`SamplingParams`.
 
 Errors (all :class:`UpstreamError`, each naming the upstream URL)
     :class:`UpstreamUnavailable` (no healthy replica, or every attempt failed before the
@@ -127,6 +130,7 @@ __all__ = [
     "UpstreamRequestError",
     "UpstreamStreamError",
     "UpstreamUnavailable",
+    "completion_request",
     "forced_completion",
     "forced_completion_grammar",
 ]
@@ -318,7 +322,9 @@ def forced_completion_grammar(ids: Sequence[int]) -> Tuple[str, Dict[int, float]
     and hold no other one. The grammar is a sequence of token terminals ``<[id]>`` for every
     id but the last (an end-of-generation id inside a grammar aborts llama.cpp); once it is
     complete llama.cpp lets only end-of-generation ids through, and the bias picks the wanted
-    one.
+    one. llama.cpp's grammar sampler rejects an id whose text completes no UTF-8 character
+    (a character split over several ids, e.g. a lone lead byte) even when a token terminal
+    names it, so such sequences raise ``ValueError`` naming the first such id.
     """
     seq = _check_ids(ids, "ids")
     if not seq or seq[-1] not in EOG_IDS:
