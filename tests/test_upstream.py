@@ -284,15 +284,17 @@ def test_closing_a_generation_stops_llama_server(pair, enc):
         agen = replica.stream(prompt, params)
         got = [await agen.__anext__() for _ in range(5)]
         await agen.aclose()
-        # cancelling the task that iterates
-        async def consume():
-            async for _ in replica.stream(prompt + [100], params):
+        # cancelling the tasks that iterate (at different moments of their streams)
+        async def consume(k):
+            async for _ in replica.stream(prompt + [100 + k], params):
                 pass
-        task = asyncio.ensure_future(consume())
-        await asyncio.sleep(0.3)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        tasks = [asyncio.ensure_future(consume(k)) for k in range(3)]
+        for task in tasks:
+            await asyncio.sleep(0.25)
+            task.cancel()
+        for task in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await task
         states = []
         for _ in range(300):
             slots = await replica.slots()

@@ -112,6 +112,7 @@ import collections
 import itertools
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -743,11 +744,40 @@ def _make_client(connect_timeout: float) -> httpx.AsyncClient:
     )
 
 
-async def _with_timeout(awaitable: Any, seconds: float, what: str) -> Any:
-    try:
-        return await asyncio.wait_for(awaitable, seconds)
-    except asyncio.TimeoutError:
-        raise _ReplicaFailure(f"{what}: silent for {seconds:g} s") from None
+if sys.version_info >= (3, 11):
+
+    async def _with_timeout(awaitable: Any, seconds: float, what: str) -> Any:
+        """``await awaitable``, failing the replica after ``seconds``. ``asyncio.timeout``
+        (not ``wait_for``, which can swallow a cancellation that races with the result, and
+        a cancelled consumer must close the stream)."""
+        try:
+            async with asyncio.timeout(seconds):
+                return await awaitable
+        except TimeoutError:
+            raise _ReplicaFailure(f"{what}: silent for {seconds:g} s") from None
+
+else:  # pragma: no cover - Python < 3.11
+
+    async def _with_timeout(awaitable: Any, seconds: float, what: str) -> Any:
+        """``await awaitable``, failing the replica after ``seconds``: a timer cancels this
+        task (``wait_for`` can swallow a cancellation that races with the result)."""
+        task = asyncio.current_task()
+        assert task is not None
+        fired = []
+
+        def expire() -> None:
+            fired.append(True)
+            task.cancel()
+
+        handle = asyncio.get_running_loop().call_later(seconds, expire)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if fired:
+                raise _ReplicaFailure(f"{what}: silent for {seconds:g} s") from None
+            raise
+        finally:
+            handle.cancel()
 
 
 def _error_message(text: str) -> str:
