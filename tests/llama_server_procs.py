@@ -2,7 +2,8 @@
 
 The binaries come from ``scripts/build-llama-server.sh`` (a no-op once cached: it prints the
 cached directory). Every process started here is registered and killed by :func:`kill_all`
-(the test modules call it from a fixture finalizer, so failures leave nothing running).
+(the test modules call it from a fixture finalizer, so failures leave nothing running). Each
+process logs to a temporary file (``Proc.log``; failure messages quote its tail).
 """
 
 from __future__ import annotations
@@ -145,6 +146,10 @@ def rpc_server(*, port: Optional[int] = None, threads: int = 1, name: str = "ggm
 
 
 def kill_all() -> None:
-    """Kill every process started by this module."""
+    """Kill every process started by this module and remove its log (kept when the
+    environment sets ``LLAMA_HARMONY_KEEP_LOGS``)."""
     while _procs:
-        _procs.pop().kill()
+        proc = _procs.pop()
+        proc.kill()
+        if not os.environ.get("LLAMA_HARMONY_KEEP_LOGS"):
+            proc.log.unlink(missing_ok=True)
