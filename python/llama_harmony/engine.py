@@ -364,9 +364,28 @@ class Turn:
         """Arguments of the generation that continues with a constraint (same ids, KV kept)."""
         n = len(self.result.generated)
         return dict(prompt_ids=self.prompt_ids + self.result.generated,
-                    params=replace(self.params, seed=None, grammar=None), processors=self.processors,
+                    params=replace(self.params, seed=None, grammar=None, json_schema=None,
+                                   max_tokens=max(1, self.result.max_tokens - n)),
+                    processors=self.processors,
                     grammar=switch, mask_specials=True,
                     forced=self.forced[n:] if self.forced is not None else None)
+
+    def _stop_before_start(self) -> None:
+        r = self.result
+        if self._stop is not None or r.max_tokens <= 0:
+            r.stop_reason = "cancelled" if self._stop == "cancelled" else (self._stop or "max_tokens")
+
+    def _failed(self, exc: BaseException) -> None:
+        """The backend failed: before any id, the request fails; after, the output is cut."""
+        if not self.result.generated:
+            raise exc
+        self.result.error, self.result.stop_reason = exc, "error"
+
+    def _constrained_from_start(self) -> bool:
+        return self.grammar is not None or bool(self.params.grammar) or self.params.json_schema is not None
+
+    def _first_params(self) -> SamplingParams:
+        return replace(self.params, max_tokens=max(1, self.result.max_tokens))
 
     def _ended_by(self, step: TokenStep) -> bool:
         """After an id was handed out: does the generation end here?"""
@@ -395,12 +414,11 @@ class Turn:
         backend = self.engine.backend
         self._begin()
         r = self.result
-        constrained = self.grammar is not None or bool(self.params.grammar)
-        gen = backend.generate(self.prompt_ids, self.params, processors=self.processors, grammar=self.grammar,
-                               forced=self.forced)
+        constrained = self._constrained_from_start()
+        gen = backend.generate(self.prompt_ids, self._first_params(), processors=self.processors,
+                               grammar=self.grammar, forced=self.forced)
         try:
-            if self._stop is not None or r.max_tokens <= 0:
-                r.stop_reason = "cancelled" if self._stop == "cancelled" else (self._stop or "max_tokens")
+            self._stop_before_start()
             while r.stop_reason is None:
                 try:
                     step = next(gen)
@@ -408,9 +426,7 @@ class Turn:
                     r.stop_reason = "context"
                     break
                 except Exception as exc:  # noqa: BLE001 - the backend failed mid-way
-                    if not r.generated:
-                        raise
-                    r.error, r.stop_reason = exc, "error"
+                    self._failed(exc)
                     break
                 event, switch = self._step(step, constrained)
                 yield event
@@ -424,11 +440,66 @@ class Turn:
             gen.close()
         yield self._end()
 
+    async def _native_aevents(self) -> AsyncIterator[TurnEvent]:
+        """The generation on an asynchronous backend (llama-server replicas), in this event
+        loop: cancelling the consumer's task cancels the upstream request."""
+        backend = self.engine.backend
+        self._begin()
+        r = self.result
+        constrained = self._constrained_from_start()
+        gen = backend.agenerate(self.prompt_ids, self._first_params(), processors=self.processors,
+                                grammar=self.grammar, forced=self.forced)
+        first = gen
+        try:
+            self._stop_before_start()
+            while r.stop_reason is None:
+                try:
+                    step = await gen.__anext__()
+                except StopAsyncIteration:  # the upstream ended without an end of generation (context)
+                    r.stop_reason = "context"
+                    break
+                except Exception as exc:  # noqa: BLE001 - the backend failed mid-way
+                    self._failed(exc)
+                    break
+                event, switch = self._step(step, constrained)
+                yield event
+                if self._ended_by(step):
+                    break
+                if switch is not None:
+                    await gen.aclose()
+                    constrained = True
+                    gen = backend.agenerate(**self._restart_args(switch))
+            if r.stop_reason in ("eog", "max_tokens") and gen is first:
+                # the upstream's last message (its timings: cached prompt tokens) follows the last id
+                try:
+                    async for _ in gen:
+                        pass
+                except Exception:  # noqa: BLE001 - the answer is complete; only the timings are lost
+                    pass
+        finally:
+            await gen.aclose()
+            cached = getattr(first, "cached_tokens", None)
+            if cached is not None:
+                r.cached_tokens = int(cached)
+            self._finish_worker()
+        yield self._end()
+
     async def aevents(self) -> AsyncIterator[TurnEvent]:
-        """:meth:`events` from asyncio: the generation runs in a worker thread and its events are
-        handed to the event loop as they come. Leaving the loop early (``break``, an exception,
-        the task being cancelled) stops the generation at the next token; :attr:`finished` is
-        set when the worker has let go of the model."""
+        """:meth:`events` from asyncio. On an in-process backend the generation runs in a worker
+        thread and its events are handed to the event loop as they come; on an asynchronous
+        backend (llama-server) it runs in this loop. Leaving the loop early (``break``, an
+        exception, the task being cancelled) stops the generation (at the next token, or at
+        once upstream); :attr:`finished` is set when the model has been let go."""
+        if getattr(self.engine.backend, "agenerate", None) is not None:
+            with self._cb_lock:
+                self._worker = True
+            try:
+                async for event in self._native_aevents():
+                    yield event
+            finally:
+                if not self.finished.is_set():
+                    self._finish_worker()
+            return
         loop = asyncio.get_running_loop()
         queue: "asyncio.Queue[Any]" = asyncio.Queue()
 
@@ -565,6 +636,28 @@ class HarmonyEngine:
             raise ModelError(f"{str(path)!r} is a {arch!r} model, not gpt-oss (general.architecture); "
                              f"llama-harmony only drives gpt-oss models")
         return cls(llm, encoding=encoding, cot_policy=cot_policy, constrained=constrained,
+                   reuse_generated_ids=reuse_generated_ids, replay=replay)
+
+    @classmethod
+    def from_upstream(cls, urls: Union[str, Sequence[str]], *, api_key: Optional[str] = None,
+                      model_name: Optional[str] = None, wait: float = 30.0, encoding: Any = None,
+                      cot_policy: str = "spec", constrained: bool = False, reuse_generated_ids: bool = True,
+                      replay: Any = None, **pool_options: Any) -> "HarmonyEngine":
+        """An engine over llama-server replicas (gateway mode; see :mod:`llama_harmony.gateway`).
+
+        ``urls``: one or more ``http://host:port`` of llama-server processes serving the same
+        gpt-oss model; ``api_key``: their ``--api-key``; ``model_name``: the id reported to
+        clients (default: the upstream's alias); ``wait``: seconds to wait for an upstream to
+        answer. ``pool_options`` go to :class:`~llama_harmony.upstream.UpstreamPool`. Raises
+        :class:`~llama_harmony.upstream.UpstreamUnavailable` when none answers.
+        """
+        from .gateway import UpstreamBackend
+
+        backend = UpstreamBackend(urls, api_key=api_key, **pool_options)
+        backend.connect(timeout=wait)
+        if model_name:
+            backend.model_name = model_name
+        return cls(backend=backend, encoding=encoding, cot_policy=cot_policy, constrained=constrained,
                    reuse_generated_ids=reuse_generated_ids, replay=replay)
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -301,6 +301,8 @@ class LlamaBackend:
             procs.append(self._mask)
         if grammar is None and params.grammar:
             grammar = params.grammar
+        if grammar is None and params.json_schema is not None:
+            grammar = self.constraint(params.json_schema)
         if isinstance(grammar, str):
             grammar = LlamaGrammar.from_string(grammar, verbose=False)
         if params.seed is not None:

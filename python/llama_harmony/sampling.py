@@ -11,7 +11,7 @@ Pure Python, no dependency.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["EOG_IDS", "MAX_TOP_LOGPROBS", "SamplingParams", "TokenStep"]
 
@@ -27,7 +27,9 @@ class SamplingParams:
     """Sampling settings of one generation.
 
     ``max_tokens`` ``None`` means: what is left of the context. ``logit_bias`` maps token ids
-    to an additive bias. ``grammar`` is GBNF text applied to the whole output (None: none).
+    to an additive bias (``-inf``: never). ``grammar`` is GBNF text applied to the whole
+    output (None: none); ``json_schema`` a JSON Schema the output must follow (converted to a
+    grammar by llama.cpp), used when ``grammar`` is None.
     ``logprobs`` ``None``: no log-probabilities; ``k`` (0..20): the sampled token's
     log-probability plus the ``k`` most likely alternatives, computed from the model's
     logits (before any sampler). ``extra`` holds less common llama.cpp samplers by their
@@ -44,6 +46,7 @@ class SamplingParams:
     max_tokens: Optional[int] = None
     logit_bias: Dict[int, float] = field(default_factory=dict)
     grammar: Optional[str] = None
+    json_schema: Optional[Dict[str, Any]] = None
     logprobs: Optional[int] = None
     extra: Dict[str, float] = field(default_factory=dict)
 

@@ -35,14 +35,23 @@ def add_serve_parser(sub: Any, positive_int: Callable[..., Any], float_range: Ca
     """Add the ``serve`` sub-command to an argparse sub-parser set."""
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/chat/completions)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    m = s.add_argument_group("model")
-    m.add_argument("--model", "-m", metavar="PATH", required=True, help="gpt-oss GGUF file")
+    m = s.add_argument_group("model (one of --model or --upstream)")
+    m.add_argument("--model", "-m", metavar="PATH", help="gpt-oss GGUF file, run in this process (llama-cpp-python)")
+    m.add_argument("--upstream", action="append", default=[], metavar="URL",
+                   help="gateway mode: a llama-server (http://host:port) serving a gpt-oss GGUF; repeat for "
+                        "replicas (prefix-affinity routing, health checks, failover). See scripts/build-llama-server.sh")
+    m.add_argument("--upstream-api-key", metavar="KEY", help="the upstreams' --api-key")
+    m.add_argument("--upstream-timeout", type=float_range("--upstream-timeout", 0.1, 3600.0), default=60.0,
+                   metavar="SECONDS", help="longest silence of an upstream stream before it fails over (default 60)")
+    m.add_argument("--upstream-wait", type=float_range("--upstream-wait", 0.0, 3600.0), default=30.0,
+                   metavar="SECONDS", help="how long to wait at start-up for an upstream to answer (default 30)")
     m.add_argument("--ctx", type=positive_int("--ctx", 64), default=8192, metavar="N",
-                   help="context size in tokens (default 8192)")
+                   help="context size in tokens (default 8192; with --upstream: the upstream's)")
     m.add_argument("--threads", type=positive_int("--threads"), default=None, metavar="N",
                    help="CPU threads (default: llama.cpp's choice)")
     m.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
-    m.add_argument("--model-name", metavar="NAME", help="model id reported by the API (default: the file name)")
+    m.add_argument("--model-name", metavar="NAME",
+                   help="model id reported by the API (default: the file name, or the upstream's alias)")
     m.add_argument("--model-alias", action="append", default=[], metavar="NAME",
                    help="another model id requests may use (repeatable)")
     m.add_argument("--cot-policy", choices=("spec", "reference", "keep"), default="spec",
@@ -80,6 +89,23 @@ def add_serve_parser(sub: Any, positive_int: Callable[..., Any], float_range: Ca
     return s
 
 
+def _connect_upstreams(args: argparse.Namespace) -> Any:
+    from .cli import UsageError
+    from .engine import HarmonyEngine
+
+    try:
+        from .upstream import UpstreamError
+    except ImportError as exc:
+        raise UsageError(f"--upstream needs the [server] extra (httpx): {exc}") from None
+    try:
+        return HarmonyEngine.from_upstream(args.upstream, api_key=args.upstream_api_key, wait=args.upstream_wait,
+                                           read_timeout=args.upstream_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--upstream: {exc}") from None
+    except UpstreamError as exc:
+        raise UsageError(f"cannot reach the upstream llama-server(s): {exc}") from None
+
+
 def _api_keys(args: argparse.Namespace) -> List[str]:
     keys = [k for k in args.api_key if k]
     env = os.environ.get(API_KEY_ENV, "")
@@ -104,13 +130,19 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             replay = Replay.from_file(args.replay)
         except ReplayFileError as exc:
             raise UsageError(str(exc)) from None
-    _check_model_path(args.model)
-    name = args.model_name or Path(args.model).name.removesuffix(".gguf")
+    if bool(args.model) == bool(args.upstream):
+        raise UsageError("give either --model PATH (run the model here) or --upstream URL (llama-server replicas)")
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    engine = _load_engine(args.model, n_ctx=args.ctx, n_threads=args.threads, verbose=args.verbose)
+    if args.upstream:
+        engine = _connect_upstreams(args)
+        name = args.model_name or engine.model_name
+    else:
+        _check_model_path(args.model)
+        name = args.model_name or Path(args.model).name.removesuffix(".gguf")
+        engine = _load_engine(args.model, n_ctx=args.ctx, n_threads=args.threads, verbose=args.verbose)
     engine.cot_policy = args.cot_policy
     engine.replay = replay
     config = ServerConfig(model_name=name, aliases=tuple(args.model_alias), api_keys=tuple(_api_keys(args)),
@@ -123,6 +155,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     def ready(url: str) -> None:
         extra = f", replaying {replay.remaining} completions from {args.replay}" if replay is not None else ""
+        if args.upstream:
+            extra += f", gateway to {len(args.upstream)} llama-server upstream(s)"
         auth = "API key required" if config.api_keys else "no API key"
         sys.stderr.write(f"Serving {name} at {url}/v1 ({auth}{extra}). Ctrl-C to stop.\n")
         sys.stderr.flush()

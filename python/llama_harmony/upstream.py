@@ -291,6 +291,10 @@ def completion_request(prompt_ids: Sequence[int], params: SamplingParams, *, str
         if not isinstance(p.grammar, str) or not p.grammar.strip():
             raise ValueError("grammar: expected non-empty GBNF text")
         body["grammar"] = p.grammar
+    elif p.json_schema is not None:
+        if not isinstance(p.json_schema, Mapping):
+            raise ValueError("json_schema: expected a JSON Schema object")
+        body["json_schema"] = dict(p.json_schema)
     if p.logprobs is not None:
         if isinstance(p.logprobs, bool) or not isinstance(p.logprobs, int) or not 0 <= p.logprobs <= 20:
             raise ValueError(f"logprobs: expected an integer in [0, 20], got {p.logprobs!r}")

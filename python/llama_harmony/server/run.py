@@ -79,6 +79,8 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *, sock: Optional
     server accepts connections.
     """
     state = app.state.server
+    # uvicorn's own start/stop lines say nothing our log line does not; its errors still show.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     if not is_loopback(host) and not state.config.api_keys:
         log.warning("listening on %s, which is not a loopback address, WITHOUT an API key: anyone who can reach "
                     "this port can use the model. Set --api-key (or LLAMA_HARMONY_API_KEY), or bind 127.0.0.1.",

@@ -51,6 +51,9 @@ class ServerState:
         self.metrics = Metrics()
         self.gate = ModelGate(serial=getattr(engine.backend, "serial", True), queue_timeout=config.queue_timeout,
                               max_queue=config.max_queue, on_change=self.metrics.queue.set)
+        stats = getattr(engine.backend, "stats", None)
+        if callable(stats):  # gateway mode: per-upstream series
+            self.metrics.add_upstreams(stats)
         self.created = int(time.time())
         self.draining = False
         self._turns: Set[Any] = set()
