@@ -293,6 +293,11 @@ class Turn:
                 return
         callback()
 
+    def output_messages(self) -> List[Any]:
+        """The messages the model wrote so far, as the lenient parser read them (Harmony
+        ``Message`` objects; call after the events are exhausted for the complete list)."""
+        return list(self._tracker.parser.messages) if self._tracker is not None else []
+
     def _finish_worker(self) -> None:
         with self._cb_lock:
             self.finished.set()
@@ -882,7 +887,8 @@ class HarmonyEngine:
         output. :meth:`create_chat_completion` is ``chat_request(...).chunks()``; the HTTP
         server drives :meth:`ChatRequest.achunks` instead. Same arguments and errors;
         ``rendered``: the request's render, when the caller made it already (:meth:`render`)."""
-        convert = {k: extra[k] for k in ("model_identity", "conversation_start_date", "limits") if k in extra}
+        convert = {k: extra[k] for k in ("model_identity", "conversation_start_date", "limits", "builtin_tools")
+                   if k in extra}
         if rendered is not None:
             normal_ids = list(rendered)
         else:

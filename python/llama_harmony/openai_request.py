@@ -338,10 +338,13 @@ def messages_to_conversation(
     conversation_start_date: Optional[str] = None,
     cot_policy: str = "spec",
     limits: Optional[Limits] = None,
+    builtin_tools: Sequence[str] = (),
 ) -> Conversation:
     """Turn an OpenAI chat request into a Harmony conversation (see the module docstring for
-    every policy). Raises :class:`OpenAIFormatError` on malformed input and
-    :class:`~llama_harmony.LimitExceeded` when ``limits.max_messages`` is exceeded."""
+    every policy). ``builtin_tools``: gpt-oss's built-in tools to declare in the system message
+    (``"python"``, ``"browser"``; run by the caller). Raises :class:`OpenAIFormatError` on
+    malformed input and :class:`~llama_harmony.LimitExceeded` when ``limits.max_messages`` is
+    exceeded."""
     if cot_policy not in COT_POLICIES:
         raise OpenAIFormatError(f"cot_policy must be one of {COT_POLICIES}; got {cot_policy!r}")
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
@@ -353,8 +356,13 @@ def messages_to_conversation(
 
     descs, extra_instruction = _apply_tool_choice(_tool_descriptions(tools), tool_choice)
 
+    namespaces = {"python": ToolNamespaceConfig.python, "browser": ToolNamespaceConfig.browser}
+    for name in builtin_tools:
+        if name not in namespaces:
+            raise OpenAIFormatError(f"unknown built-in tool {name!r} (python, browser)", param="tools")
     out: List[Message] = [system_message(reasoning_effort, model_identity=model_identity,
-                                         conversation_start_date=conversation_start_date)]
+                                         conversation_start_date=conversation_start_date,
+                                         builtin_tools=[namespaces[n]() for n in sorted(set(builtin_tools))])]
 
     def role_of(i: int, m: Any) -> str:
         if not isinstance(m, Mapping):

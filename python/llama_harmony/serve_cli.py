@@ -73,6 +73,20 @@ def add_serve_parser(sub: Any, positive_int: Callable[..., Any], float_range: Ca
     n.add_argument("--max-request-bytes", type=positive_int("--max-request-bytes", 1024), default=1 << 20,
                    metavar="N", help="largest accepted request body (default 1048576)")
 
+    r = s.add_argument_group("Responses API and built-in tools")
+    r.add_argument("--python-tool", action="store_true",
+                   help="run the model's python calls in a bubblewrap sandbox (no network, bounded CPU, memory, "
+                        "processes, output) and feed the output back (needs the bwrap command)")
+    r.add_argument("--browser-backend", metavar="local:FOLDER",
+                   help="the browser tool over a local folder of .txt/.md/.html files (full-text search with "
+                        "SQLite FTS5); e.g. local:./docs")
+    r.add_argument("--max-tool-rounds", type=positive_int("--max-tool-rounds"), default=8, metavar="N",
+                   help="built-in tool calls run for one answer before it ends (default 8)")
+    r.add_argument("--responses-db", metavar="PATH",
+                   help="keep stored responses in this SQLite file (survives restarts; default: in memory)")
+    r.add_argument("--responses-max", type=positive_int("--responses-max"), default=1000, metavar="N",
+                   help="stored responses kept at most; the least recently used go first (default 1000)")
+
     q = s.add_argument_group("queueing and shutdown")
     q.add_argument("--queue-timeout", type=float_range("--queue-timeout", 0.0, 86400.0), default=300.0,
                    metavar="SECONDS", help="how long a request waits for the model before 503 (default 300)")
@@ -106,6 +120,42 @@ def _connect_upstreams(args: argparse.Namespace) -> Any:
         raise UsageError(f"cannot reach the upstream llama-server(s): {exc}") from None
 
 
+def _responses_runtime(args: argparse.Namespace) -> Any:
+    """The Responses API's store and built-in tools from the options (UsageError when one cannot run)."""
+    from .cli import UsageError
+    from .response_store import ResponseStore, ResponseStoreError
+    from .server import ResponsesRuntime
+
+    try:
+        store = ResponseStore(max_count=args.responses_max, path=args.responses_db)
+    except (ResponseStoreError, OSError, ValueError) as exc:
+        raise UsageError(f"--responses-db {args.responses_db}: {exc}") from None
+    python_tool = None
+    if args.python_tool:
+        from .tools.python_tool import PythonTool
+        from .tools.sandbox import SandboxUnavailable
+
+        python_tool = PythonTool()
+        try:
+            python_tool.check()
+        except SandboxUnavailable as exc:
+            raise UsageError(f"--python-tool: the sandbox cannot run here: {exc}") from None
+    backend = None
+    if args.browser_backend:
+        kind, _, where = args.browser_backend.partition(":")
+        if kind != "local" or not where:
+            raise UsageError("--browser-backend: expected local:FOLDER (the only backend that ships; see the "
+                             "README for writing a web backend)")
+        from .tools.browser import BackendError, LocalFolderBackend
+
+        try:
+            backend = LocalFolderBackend(where)
+        except (BackendError, OSError, ValueError) as exc:
+            raise UsageError(f"--browser-backend {args.browser_backend}: {exc}") from None
+    return ResponsesRuntime(store, python_tool=python_tool, browser_backend=backend,
+                            max_tool_rounds=args.max_tool_rounds)
+
+
 def _api_keys(args: argparse.Namespace) -> List[str]:
     keys = [k for k in args.api_key if k]
     env = os.environ.get(API_KEY_ENV, "")
@@ -132,6 +182,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError(str(exc)) from None
     if bool(args.model) == bool(args.upstream):
         raise UsageError("give either --model PATH (run the model here) or --upstream URL (llama-server replicas)")
+    runtime = _responses_runtime(args)
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
@@ -151,7 +202,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                           shutdown_timeout=args.shutdown_timeout)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         stream=sys.stderr)
-    app = create_app(engine, config)
+    app = create_app(engine, config, responses=runtime)
 
     def ready(url: str) -> None:
         extra = f", replaying {replay.remaining} completions from {args.replay}" if replay is not None else ""

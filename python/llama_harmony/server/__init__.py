@@ -21,6 +21,7 @@ generation at a time on an in-process model), :mod:`.metrics`, :mod:`.errors`, :
 from .app import create_app
 from .errors import ApiError
 from .run import BackgroundServer, bind, is_loopback, serve
+from .responses import ResponsesRuntime
 from .state import ServerConfig, ServerState
 
-__all__ = ["ApiError", "BackgroundServer", "ServerConfig", "ServerState", "bind", "create_app", "is_loopback", "serve"]
+__all__ = ["ApiError", "BackgroundServer", "ResponsesRuntime", "ServerConfig", "ServerState", "bind", "create_app", "is_loopback", "serve"]

@@ -20,7 +20,8 @@ from .chat import chat_completions
 from .errors import ApiError, errors_of, from_exception, validation_error
 from .guard import Guard
 from .metrics import CONTENT_TYPE
-from .schemas import ChatCompletionRequest
+from .responses import ResponsesRuntime, create_response, delete_response, get_response
+from .schemas import ChatCompletionRequest, ResponseRequest
 from .state import ServerConfig, ServerState
 
 __all__ = ["create_app"]
@@ -30,10 +31,15 @@ def _error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(engine: Any, config: Optional[ServerConfig] = None) -> FastAPI:
-    """An OpenAI-compatible app serving ``engine`` (a :class:`~llama_harmony.engine.HarmonyEngine`)."""
+def create_app(engine: Any, config: Optional[ServerConfig] = None, *,
+               responses: Optional[ResponsesRuntime] = None) -> FastAPI:
+    """An OpenAI-compatible app serving ``engine`` (a :class:`~llama_harmony.engine.HarmonyEngine`).
+
+    ``responses``: the Responses API's store and built-in tools (default: an in-memory store,
+    no built-in tools)."""
     config = config or ServerConfig(model_name=getattr(engine, "model_name", "gpt-oss"))
     server = ServerState(engine, config)
+    server.extensions["responses"] = responses or ResponsesRuntime()
     app = FastAPI(title="llama-harmony", version=__version__,
                   description="OpenAI-compatible API for gpt-oss with exact Harmony rendering and parsing.")
     app.state.server = server
@@ -93,6 +99,23 @@ def create_app(engine: Any, config: Optional[ServerConfig] = None) -> FastAPI:
     app.add_api_route("/v1/chat/completions", _chat, methods=["POST"], summary="Chat completions (OpenAI)",
                       response_model=None)
     app.add_api_route("/chat/completions", _chat, methods=["POST"], include_in_schema=False, response_model=None)
+
+    async def _responses(request: Request, body: ResponseRequest) -> Response:
+        request.scope.setdefault("state", {})["endpoint"] = "/v1/responses"
+        return await create_response(request, body)
+
+    async def _get_response(request: Request, response_id: str) -> Response:
+        return await get_response(request, response_id)
+
+    async def _delete_response(request: Request, response_id: str) -> Response:
+        return await delete_response(request, response_id)
+
+    app.add_api_route("/v1/responses", _responses, methods=["POST"], summary="Create a response (Responses API)",
+                      response_model=None)
+    app.add_api_route("/v1/responses/{response_id}", _get_response, methods=["GET"],
+                      summary="A stored response", response_model=None)
+    app.add_api_route("/v1/responses/{response_id}", _delete_response, methods=["DELETE"],
+                      summary="Delete a stored response", response_model=None)
 
     def on_response(endpoint: str, status: int, seconds: float) -> None:
         server.metrics.requests.labels(endpoint, str(status)).inc()

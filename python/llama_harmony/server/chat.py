@@ -10,13 +10,15 @@ non-streamed answer is being generated — stops its generation at the next toke
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, AsyncIterator, Dict, List, Optional
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .errors import from_exception
-from .schemas import ChatCompletionRequest
+from .builtins import is_builtin_recipient, run_builtin
+from .errors import ApiError, from_exception
+from .schemas import BUILTIN_TOOL_TYPES, ChatCompletionRequest
 from .state import ServerState, run_until_disconnect, sse_event
 
 __all__ = ["chat_completions", "sampling_kwargs"]
@@ -63,13 +65,18 @@ class _Timing:
         self.last = now
 
 
-def _record(server: ServerState, request: Request, req: Any, ending: str) -> None:
+def _record(server: ServerState, request: Request, req: Any, ending: str, run: Optional["_Rounds"] = None) -> None:
     r = req.turn.result
-    server.metrics.record_generation(prompt_tokens=r.prompt_tokens, cached_tokens=r.cached_tokens,
-                                     completion_tokens=r.completion_tokens, reasoning_tokens=r.reasoning_tokens,
-                                     ending=ending, repairs=r.repairs)
-    server.note(request, f"prompt={r.prompt_tokens} cached={r.cached_tokens or 0} "
-                         f"completion={r.completion_tokens} end={ending}")
+    t = run.totals if run is not None and run.totals["completion"] else {
+        "prompt": r.prompt_tokens, "cached": r.cached_tokens or 0, "completion": r.completion_tokens,
+        "reasoning": r.reasoning_tokens}
+    server.metrics.record_generation(prompt_tokens=t["prompt"], cached_tokens=t["cached"],
+                                     completion_tokens=t["completion"], reasoning_tokens=t["reasoning"],
+                                     ending=ending, repairs=run.repairs if run is not None and run.repairs
+                                     else r.repairs)
+    rounds = f" tool_rounds={run.rounds}" if run is not None and run.rounds else ""
+    server.note(request, f"prompt={t['prompt']} cached={t['cached']} completion={t['completion']} "
+                         f"end={ending}{rounds}")
     if server.config.log_content:
         server.log_content("reply", req.stream.message)
 
@@ -82,12 +89,16 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     server.check_model(body.model)
     engine = server.engine
     messages = body.messages_as_dicts()
+    builtins = _builtins(server, body)
     convert: Dict[str, Any] = {
-        "tools": [t.model_dump(exclude_unset=True) for t in body.tools] if body.tools is not None else None,
+        "tools": ([t.model_dump(exclude_unset=True) for t in body.tools if t.type == "function"]
+                  if body.tools is not None else None),
         "tool_choice": body.tool_choice,
         "reasoning_effort": body.effort(),
         "response_format": body.response_format,
     }
+    if builtins:
+        convert["builtin_tools"] = sorted(builtins)
     sampling = sampling_kwargs(body)
     server.log_content("request", {"messages": messages, "tools": convert["tools"]})
     try:
@@ -124,27 +135,26 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
         _record(server, request, req, "cancelled")
         return Response(status_code=499)
     timing.tick(first)
+    run = _Rounds(server, req, messages, convert, builtins, timing)
 
     if body.stream:
-        return StreamingResponse(_sse(server, request, req, first, events, timing), media_type="text/event-stream",
+        return StreamingResponse(_sse(server, request, run, first, events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def collect() -> Dict[str, Any]:
-        req.chunks_for(first)
-        async for event in events:
-            timing.tick(event)
+        async for event in run.events(first, events):
             req.chunks_for(event)
-        req.finish_chunks()
+        run.finish_chunks()
         return req.stream.completion()
 
     try:
         result = await run_until_disconnect(request, collect())
     finally:
-        server.untrack(turn)
+        await run.close()
     if result is None:
-        _record(server, request, req, "cancelled")
+        _record(server, request, req, "cancelled", run)
         return Response(status_code=499)
-    _record(server, request, req, result["choices"][0]["finish_reason"])
+    _record(server, request, req, result["choices"][0]["finish_reason"], run)
     return JSONResponse(result)
 
 
@@ -153,28 +163,167 @@ async def _acquire(server: ServerState) -> bool:
     return True
 
 
-async def _sse(server: ServerState, request: Request, req: Any, first: Any, events: AsyncIterator[Any],
-               timing: _Timing) -> AsyncIterator[bytes]:
+async def _sse(server: ServerState, request: Request, run: "_Rounds", first: Any,
+               events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     """The event stream: the role chunk, one event per delta, an error event if the backend
     failed mid-way, the final chunk (``finish_reason``, usage) and ``[DONE]``."""
+    req = run.req
     ending = "cancelled"
     try:
         yield sse_event(req.stream.start())
-        for chunk in req.chunks_for(first):
-            yield sse_event(chunk)
-        async for event in events:
-            timing.tick(event)
+        async for event in run.events(first, events):
             for chunk in req.chunks_for(event):
                 yield sse_event(chunk)
-        error = req.turn.result.error
+        error = run.turn.result.error
         if error is not None:
             yield sse_event(from_exception(error).body())
-        finals: List[Dict[str, Any]] = req.finish_chunks()
-        for chunk in finals:
+        for chunk in run.finish_chunks():
             yield sse_event(chunk)
         ending = req.stream.completion()["choices"][0]["finish_reason"]
         yield DONE
     finally:
-        await events.aclose()
-        server.untrack(req.turn)
-        _record(server, request, req, ending)
+        await run.close()
+        _record(server, request, req, ending, run)
+
+
+def _builtins(server: ServerState, body: ChatCompletionRequest) -> List[str]:
+    """The built-in tools a chat request asks for (``code_interpreter``, ``web_search_preview``
+    in ``tools``); 400 when this server does not run them."""
+    runtime = server.extensions["responses"]
+    out: List[str] = []
+    for i, tool in enumerate(body.tools or []):
+        if tool.type == "function":
+            continue
+        name = BUILTIN_TOOL_TYPES[tool.type]
+        if name not in runtime.builtins:
+            flag = "--python-tool" if name == "python" else "--browser-backend"
+            raise ApiError(400, f"tools[{i}]: the built-in {tool.type} tool is not enabled on this server "
+                                f"(start it with {flag})", param=f"tools[{i}].type", code="tool_not_enabled")
+        out.append(name)
+    return out
+
+
+class _Rounds:
+    """The generations of one chat request: one, or more when the model calls a built-in tool
+    (the server runs it and the model goes on; the calls are not part of the reply, which
+    holds the reasoning and the answer). Usage adds up every generation."""
+
+    def __init__(self, server: ServerState, req: Any, messages: List[Dict[str, Any]], convert: Dict[str, Any],
+                 builtins: List[str], timing: "_Timing"):
+        self.server = server
+        self.req = req
+        self.turn = req.turn
+        self.messages = messages
+        self.convert = convert
+        self.builtins = builtins
+        self.timing = timing
+        self.rounds = 0
+        self.events_iter: Optional[AsyncIterator[Any]] = None
+        self.totals = {"prompt": 0, "cached": 0, "completion": 0, "reasoning": 0}
+        self.repairs: List[Any] = []
+        self._session: Any = None
+
+    def _add(self, turn: Any) -> None:
+        r = turn.result
+        self.totals["prompt"] += r.prompt_tokens
+        self.totals["cached"] += r.cached_tokens or 0
+        self.totals["completion"] += r.completion_tokens
+        self.totals["reasoning"] += r.reasoning_tokens
+        self.repairs += r.repairs
+
+    async def events(self, first: Any, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """Every generation's events (message indexes continued across generations; the
+        built-in calls left out)."""
+        from ..engine import CALL_ID
+
+        offset, history = 0, None
+        self.events_iter = events
+        while True:
+            async for event in _chain(first, events):
+                self.timing.tick(event)
+                yield _shifted(event, offset)
+            turn = self.turn
+            self._add(turn)
+            msgs = turn.output_messages()
+            call = msgs[-1] if msgs else None
+            if (not self.builtins or turn.result.eog != CALL_ID or call is None
+                    or is_builtin_recipient(call.recipient) not in self.builtins
+                    or self.rounds >= self.server.extensions["responses"].max_tool_rounds
+                    or self.server.draining):
+                return
+            self.rounds += 1
+            done = await run_builtin(self.server.extensions["responses"], self._browser(), call.recipient,
+                                     call.text())
+            if history is None:
+                history = list(self._conversation().messages)
+            history += msgs + [done.message(call.recipient, call.text(), call.channel or "analysis")]
+            offset += len(msgs) + 1
+            first, events = await self._next(history)
+
+    def _conversation(self) -> Any:
+        from ..openai_request import messages_to_conversation
+
+        return messages_to_conversation(self.messages, cot_policy=self.server.engine.cot_policy, **self.convert)
+
+    def _browser(self) -> Any:
+        if self._session is None and "browser" in self.builtins:
+            from ..tools.browser import BrowserSession
+
+            self._session = BrowserSession(self.server.extensions["responses"].browser_backend)
+        return self._session
+
+    async def _next(self, history: List[Any]) -> Any:
+        """Start the next generation after a tool's answer: ``(first event, the rest)``."""
+        from .. import Conversation
+
+        server, engine = self.server, self.server.engine
+        try:
+            normal = engine.render_conversation(Conversation.from_messages(history))
+        except Exception as exc:  # noqa: BLE001
+            raise from_exception(exc) from None
+        await server.gate.acquire()
+        try:
+            prompt, spliced = engine.prepare_prompt(normal)
+            params = self.req.turn.params
+            if params.max_tokens is not None:
+                params = replace(params, max_tokens=max(1, params.max_tokens - self.totals["completion"]))
+            turn = engine.turn(prompt, replace(params, seed=None), normal_ids=normal, spliced=spliced)
+        except BaseException:
+            server.gate.release()
+            raise
+        await self.close()
+        self.turn = self.req.turn = turn
+        server.track(turn)
+        events = turn.aevents()
+        self.events_iter = events
+        try:
+            first = await events.__anext__()
+        finally:
+            server.release_on_finish(turn)
+        return first, events
+
+    def finish_chunks(self) -> List[Dict[str, Any]]:
+        t = self.totals
+        return self.req.stream.finish(self.turn.result.finish_reason, prompt_tokens=t["prompt"],
+                                      completion_tokens=t["completion"], cached_tokens=t["cached"],
+                                      reasoning_tokens=t["reasoning"])
+
+    async def close(self) -> None:
+        if self.events_iter is not None:
+            await self.events_iter.aclose()
+        self.server.untrack(self.turn)
+
+
+async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item
+
+
+def _shifted(event: Any, offset: int) -> Any:
+    """``event`` with its message indexes moved by ``offset`` and built-in calls left out."""
+    if not offset and not any(is_builtin_recipient(d.recipient) for d in event.deltas):
+        return event
+    deltas = [replace(d, index=d.index + offset) for d in event.deltas if not is_builtin_recipient(d.recipient)]
+    return replace(event, deltas=deltas, kind=None if not deltas else event.kind)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..sampling import MAX_TOP_LOGPROBS
 
-__all__ = ["ChatMessage", "ChatCompletionRequest", "EFFORTS"]
+__all__ = ["ChatMessage", "ChatCompletionRequest", "EFFORTS", "ResponseRequest"]
 
 EFFORTS = ("low", "medium", "high")
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -56,9 +56,22 @@ class FunctionDef(_Model):
     strict: Optional[bool] = None
 
 
+#: Built-in tool types accepted in a chat request's ``tools`` (the Responses API's names).
+BUILTIN_TOOL_TYPES = {"code_interpreter": "python", "web_search_preview": "browser", "web_search": "browser"}
+
+
 class Tool(_Model):
-    type: Literal["function"] = "function"
-    function: FunctionDef
+    """A function tool, or a built-in one (``code_interpreter``: python; ``web_search_preview``:
+    the browser) that the server runs itself when started with the tool enabled."""
+
+    type: Literal["function", "code_interpreter", "web_search_preview", "web_search"] = "function"
+    function: Optional[FunctionDef] = None
+
+    @model_validator(mode="after")
+    def _function_needed(self) -> "Tool":
+        if self.type == "function" and self.function is None:
+            raise ValueError("a function tool needs 'function' ({\"name\": ..., \"parameters\": ...})")
+        return self
 
 
 class StreamOptions(_Model):
@@ -142,3 +155,34 @@ class ChatCompletionRequest(_Model):
     def messages_as_dicts(self) -> List[Dict[str, Any]]:
         """The messages as the client sent them (unknown keys kept)."""
         return [m.model_dump(exclude_unset=True) for m in self.messages]
+
+
+class ResponseReasoning(_Model):
+    effort: Optional[str] = None
+    summary: Optional[str] = None
+
+    _effort = field_validator("effort")(classmethod(lambda cls, v: _check_effort(v)))
+
+
+class ResponseRequest(_Model):
+    """``POST /v1/responses`` (the Responses API). Item shapes inside ``input`` and ``tools``
+    are checked by :mod:`llama_harmony.openai_responses`, whose errors name the field."""
+
+    model: Optional[str] = None
+    input: Union[str, List[Dict[str, Any]]]
+    instructions: Optional[str] = None
+    tools: Optional[List[Dict[str, Any]]] = None
+    tool_choice: Optional[Union[Literal["none", "auto", "required"], Dict[str, Any]]] = None
+    reasoning: Optional[ResponseReasoning] = None
+    text: Optional[Dict[str, Any]] = None
+    max_output_tokens: Optional[int] = Field(default=None, ge=1)
+    temperature: Optional[float] = Field(default=None, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    store: Optional[bool] = True
+    stream: Optional[bool] = False
+    previous_response_id: Optional[str] = None
+    metadata: Optional[Dict[str, str]] = None
+    parallel_tool_calls: Optional[bool] = None
+    user: Optional[str] = None
+    truncation: Optional[Literal["auto", "disabled"]] = None
+    include: Optional[List[str]] = None
