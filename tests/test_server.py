@@ -496,6 +496,20 @@ def test_eight_concurrent_streams_all_complete(srv, engine):
         engine.replay = None
 
 
+def test_headerless_output_streams_as_it_comes(srv, engine):
+    """Random weights: the model never writes a Harmony header. The text streams token by
+    token (the lenient parser gives up on a header after a few words), never held back."""
+    engine.replay = None
+    stream = client(srv).chat.completions.create(model=MODEL, messages=USER, max_tokens=48, stream=True,
+                                                 temperature=1.0, seed=7)
+    content_chunks = [ch.choices[0].delta.content for ch in stream
+                      if ch.choices and ch.choices[0].delta.content]
+    assert len(content_chunks) >= 20, content_chunks  # one per token (about), not one at the end
+    # the same text as the non-streamed answer
+    full = client(srv).chat.completions.create(model=MODEL, messages=USER, max_tokens=48, temperature=1.0, seed=7)
+    assert "".join(content_chunks) == full.choices[0].message.content
+
+
 # ================================================================================================
 # Log-probabilities
 # ================================================================================================

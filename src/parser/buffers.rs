@@ -34,6 +34,10 @@ pub(super) struct HeaderBuf {
     pub(super) newline: bool,
     /// Lenient: repairs already reported for this header.
     pub(super) repaired: bool,
+    /// Lenient: words of the header text so far (special tokens separate words), and whether
+    /// the last byte was inside a word.
+    pub(super) words: usize,
+    pub(super) in_word: bool,
 }
 
 impl HeaderBuf {
@@ -45,6 +49,32 @@ impl HeaderBuf {
         self.tokens.push(t);
         self.bytes += bytes.len();
         bytes
+    }
+
+    /// Lenient: counts the words of an id's text (`bytes`; `special`: a special token, a word
+    /// boundary); true when the header can no longer be a Harmony header: more than
+    /// `max_words` words, or a word after a line break (a line break before `<|message|>` is
+    /// tolerated, as the reference does).
+    #[inline]
+    pub(super) fn note_text(&mut self, bytes: &[u8], special: bool, max_words: usize) -> bool {
+        if special {
+            self.in_word = false;
+            return false;
+        }
+        let mut word_after_newline = false;
+        for &b in bytes {
+            if b == b'\n' {
+                self.newline = true;
+            }
+            if b.is_ascii_whitespace() {
+                self.in_word = false;
+            } else if !self.in_word {
+                self.in_word = true;
+                self.words += 1;
+                word_after_newline |= self.newline;
+            }
+        }
+        word_after_newline || self.words > max_words
     }
 }
 

@@ -9,7 +9,7 @@ use super::buffers::{push_delta, HeaderBuf, LastDelta, State};
 use super::decode::token_text;
 use super::header::ParsedHeader;
 use super::stream::ends_message;
-use super::{Event, RepairKind, StreamParser};
+use super::{Event, RepairKind, StreamParser, MAX_HEADER_WORDS};
 use crate::chat::Role;
 use crate::tokenizer::{ids, tokenizer, Rank};
 
@@ -75,10 +75,14 @@ impl StreamParser {
                     if orphan {
                         self.orphan_push(t, out);
                     } else {
-                        h.push(t);
+                        let bytes = h.push(t);
+                        let special = tk.is_special(t);
                         if h.bytes > self.limits.max_header_bytes {
                             let h = std::mem::take(h);
                             self.header_to_content(h, RepairKind::HeaderTooLong, out);
+                        } else if h.note_text(bytes, special, MAX_HEADER_WORDS) {
+                            let h = std::mem::take(h);
+                            self.header_to_content(h, RepairKind::HeaderAsContent, out);
                         }
                     }
                 }

@@ -15,6 +15,10 @@ use crate::tokenizer::Rank;
 /// Lenient mode: text outside any message (no `<|start|>`) is held as a possible header for at
 /// most this many bytes (or until a line break) before it is streamed as a stray message.
 pub const ORPHAN_MAX_BYTES: usize = 256;
+/// Lenient mode: a header with more words than this cannot be a Harmony header (role, `to=`,
+/// channel, content type: four at most, a few more when malformed), nor can one with a word
+/// after a line break: its text becomes content at once and streams (`header_as_content`).
+pub const MAX_HEADER_WORDS: usize = 8;
 
 /// Reports the repairs of message `idx`; returns whether there were any.
 fn report(idx: usize, repairs: Vec<(RepairKind, String)>, out: &mut Vec<Event>) -> bool {

@@ -56,6 +56,7 @@
 //! | truncated mid-header (`S assistant C fin`)           | error at EOS                  | message (channel `fin`, empty text), then `Incomplete{Truncated}`          | missing_message |
 //! | truncated mid-content                                | message                       | same message, then `Incomplete{Truncated}` (or `Length` via `finish_length`) | - |
 //! | header longer than `max_header_bytes`                | (no cap)                      | header text becomes content of an open message                            | header_too_long |
+//! | header text that cannot be a header: a word after a line break, or more than [`MAX_HEADER_WORDS`] words (`S assistant Hello there, how are you today my friend`) | kept as header (error at `M`/EOS) | the text so far becomes content of an open message; what follows streams as content | header_as_content |
 //! | content over `max_parsed_message_bytes`              | (no cap)                      | deltas go on; the retained message text stops at the cap                  | message_too_long |
 //!
 //! Other deviations from the reference in lenient mode (all on input the reference accepts):
@@ -93,8 +94,10 @@
 //! # Memory bounds
 //!
 //! * A header is never buffered past `Limits::max_header_bytes` (strict: `LimitExceeded`, the
-//!   header is dropped; lenient: it becomes content). Text before a missing `<|start|>` is
-//!   buffered at most [`ORPHAN_MAX_BYTES`] (or up to its first line break).
+//!   header is dropped; lenient: it becomes content), and in lenient mode not past a word
+//!   after a line break or [`MAX_HEADER_WORDS`] words (it becomes content: output with no
+//!   header streams). Text before a missing `<|start|>` is buffered at most
+//!   [`ORPHAN_MAX_BYTES`] (or up to its first line break).
 //! * The retained text of one message is at most `Limits::max_parsed_message_bytes` (strict:
 //!   `LimitExceeded` and the message is abandoned; lenient/raw: the deltas go on, the retained
 //!   text stops growing).
@@ -144,7 +147,7 @@ mod tests;
 pub use buffers::DEFAULT_TOKEN_HISTORY;
 pub use decode::REPLACEMENT;
 pub use header::{tool_call_of, ParsedHeader};
-pub use lenient_repair::ORPHAN_MAX_BYTES;
+pub use lenient_repair::{MAX_HEADER_WORDS, ORPHAN_MAX_BYTES};
 pub use types::{Event, Mode, RepairKind, StateKind, StopReason};
 
 use crate::chat::{Message, Role};

@@ -121,6 +121,10 @@ pub enum RepairKind {
     SpecialTokenInContent,
     /// A header over `max_header_bytes`: its text became content.
     HeaderTooLong,
+    /// A header whose text cannot be a Harmony header (a word after a line break, or more than
+    /// [`MAX_HEADER_WORDS`](super::MAX_HEADER_WORDS) words): its text became content, streamed
+    /// from then on (output without any header is not held back).
+    HeaderAsContent,
     /// A message over `max_parsed_message_bytes`: the retained text was cut (deltas go on).
     MessageTooLong,
     /// Finished messages over `max_parsed_total_bytes`: the oldest were evicted.
@@ -149,6 +153,7 @@ impl RepairKind {
             InvalidToken => "invalid_token",
             SpecialTokenInContent => "special_token_in_content",
             HeaderTooLong => "header_too_long",
+            HeaderAsContent => "header_as_content",
             MessageTooLong => "message_too_long",
             MessagesEvicted => "messages_evicted",
         }

@@ -799,6 +799,44 @@ fn lenient_truncated_mid_content() {
     assert_eq!(p.messages()[0].text_content(), "x\u{FFFD}");
 }
 
+/// Row "header text that cannot be a header": too many words, or a line break.
+#[test]
+fn lenient_header_as_content_streams_at_once() {
+    let mut p = StreamParser::new(Some(Role::Assistant), Mode::Lenient, Limits::default());
+    // the model skips the header (prompt ends with `<|start|>assistant`): text streams at the
+    // ninth word, not at the end or at `max_header_bytes`
+    let ev = p.feed(&toks(" Hello there, how are you today my dear")).unwrap();
+    assert!(ev.is_empty(), "eight words may still be a (malformed) header: {ev:?}");
+    let ev = p.feed(&toks(" friend")).unwrap();
+    assert!(repairs(&ev).contains(&RepairKind::HeaderAsContent));
+    assert_eq!(p.state(), StateKind::Content);
+    let streamed: String = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::ContentDelta { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, "Hello there, how are you today my dear friend");
+    let ev = p.feed(&toks(" and more")).unwrap();
+    assert!(matches!(&ev[..], [Event::ContentDelta { text, .. }] if text == " and more"));
+    p.feed(&toks("<|return|>")).unwrap();
+    assert_eq!(
+        msgs(&p),
+        vec![m(A, None, None, None, "Hello there, how are you today my dear friend and more")]
+    );
+    // a word after a line break: at once (a line break alone before `<|message|>` is fine)
+    let mut p = StreamParser::new(Some(Role::Assistant), Mode::Lenient, Limits::default());
+    assert!(p.feed(&toks("Hi\n")).unwrap().is_empty());
+    let ev = p.feed(&toks("there")).unwrap();
+    assert!(repairs(&ev).contains(&RepairKind::HeaderAsContent));
+    // a real header with several (malformed) words is still a header
+    let mut p = StreamParser::new(None, Mode::Lenient, Limits::default());
+    p.feed(&toks("<|start|>assistant<|channel|>commentary ––commentary to=functions.f <|constrain|>json<|message|>{}<|call|>"))
+        .unwrap();
+    assert_eq!(msgs(&p)[0].3.as_deref(), Some("functions.f"));
+}
+
 /// Row "header longer than `max_header_bytes`".
 #[test]
 fn lenient_header_too_long_becomes_content() {
@@ -807,7 +845,8 @@ fn lenient_header_too_long_becomes_content() {
         ..Limits::default()
     };
     let mut p = StreamParser::new(None, Mode::Lenient, limits);
-    let text = "lorem ipsum ".repeat(20);
+    // one long word (more words would make it content earlier: see the next row)
+    let text = "lorem-ipsum-".repeat(20);
     let mut ev = p
         .feed(&toks(&format!("{S}<|channel|>final {text}")))
         .unwrap();
