@@ -717,3 +717,17 @@ def test_constrained_response_format(llm, enc):
     plain = HarmonyEngine(llm, encoding=enc)
     plain.create_chat_completion(USER, response_format=rf, max_tokens=3)
     assert plain.last_constraints == []
+
+
+def test_small_context_is_the_size_asked_for(tiny_path, enc):
+    """llama.cpp rounds a small context up (64 -> 256) but llama-cpp-python's token buffer keeps
+    the size asked for: the engine uses the smaller, so a long prompt is a clear
+    ContextOverflowError and generation stops at the context instead of overrunning the buffer."""
+    eng = HarmonyEngine.from_path(tiny_path, n_ctx=64, n_threads=1, encoding=enc)
+    assert eng.n_ctx == 64
+    with pytest.raises(ContextOverflowError, match="context window"):
+        eng.create_chat_completion([{"role": "user", "content": "hello there " * 10}], max_tokens=500)
+    eng = HarmonyEngine.from_path(tiny_path, n_ctx=100, n_threads=1, encoding=enc)
+    r = eng.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=500)
+    assert r["choices"][0]["finish_reason"] == "length"
+    assert r["usage"]["total_tokens"] == 100

@@ -233,7 +233,11 @@ class LlamaBackend:
 
     @property
     def n_ctx(self) -> int:
-        return int(self.llama.n_ctx())
+        """The usable context: llama.cpp's (which may round the requested size up, e.g. to 256)
+        bounded by llama-cpp-python's token buffer (the size that was asked for)."""
+        n = int(self.llama.n_ctx())
+        buf = getattr(self.llama, "input_ids", None)
+        return min(n, len(buf)) if buf is not None else n
 
     def hold(self):
         """Context manager: exclusive use of the model for one generation."""
