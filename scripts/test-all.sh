@@ -4,7 +4,8 @@
 #      (tag, contents, no libpython);
 #   2. install it, non-editable, with its `test` extra into a fresh venv (.venv-test);
 #   3. cargo test (the Rust core, property tests included);
-#   4. pytest against the installed wheel (not the source tree);
+#   4. pytest against the installed wheel (not the source tree), with bubblewrap installed for
+#      the python tool's sandbox;
 #   5. smoke-test the same wheel on the oldest and the newest CPython found (pyenv 3.9, 3.13)
 #      from an empty HOME with no network;
 #   6. build the sdist and check that `pip install` of it builds and works;
@@ -65,6 +66,11 @@ install_wheel() {
 rust_tests() {
   step "cargo test"
   cargo test --locked --quiet
+}
+
+sandbox() {
+  step "bubblewrap for the python tool's sandbox (installed from Debian when missing)"
+  bash scripts/install-sandbox.sh
 }
 
 python_tests() {
@@ -136,6 +142,7 @@ main() {
   build_wheel
   install_wheel
   rust_tests
+  sandbox
   python_tests "$@"
   smoke_other_pythons
   sdist_check

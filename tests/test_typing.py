@@ -22,6 +22,15 @@ p = StreamableParser(enc, Role.ASSISTANT, strict=False)
 texts: List[str] = [e.text for e in p.feed(ids) if isinstance(e, ContentDelta)]
 engine_class: type = HarmonyEngine
 print(describe(ValueError("x"), "http"))
+
+
+def first_choice(engine: HarmonyEngine) -> object:
+    reply = engine.create_chat_completion([{"role": "user", "content": "hi"}])
+    for chunk in engine.create_chat_completion([{"role": "user", "content": "hi"}], stream=True):
+        print(chunk["choices"])
+    return reply["choices"][0]
+
+
 bad1 = Message(author=Author(role=Role.USER), content=[TextContent(text=5)])
 bad2 = Message(author=Author(role=Role.USER), colour="red")
 '''

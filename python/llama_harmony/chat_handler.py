@@ -44,6 +44,7 @@ class HarmonyChatHandler:
     def __init__(self, *, reasoning_effort: Any = "medium", cot_policy: str = "spec", constrained: bool = False,
                  encoding: Any = None, model_identity: Optional[str] = None,
                  conversation_start_date: Optional[str] = None, reuse_generated_ids: bool = True):
+        """Set up the HarmonyChatHandler (the parameters are described in the class docstring)."""
         render_config(cot_policy)
         try:
             install_llama_log_filter()

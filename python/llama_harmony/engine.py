@@ -161,6 +161,7 @@ class ContextOverflowError(ValueError):
     """The prompt does not fit the context window (``n_ctx``) with room to generate."""
 
     def __init__(self, prompt_tokens: int, n_ctx: int):
+        """Set up the ContextOverflowError (the parameters are described in the class docstring)."""
         super().__init__(
             f"the prompt is {prompt_tokens} tokens but the context window (n_ctx) is {n_ctx} tokens: "
             f"shorten the conversation or load the model with a larger n_ctx")
@@ -249,6 +250,7 @@ class Turn:
                  processors: Sequence[Any] = (), grammar: Any = None, forced: Optional[Sequence[int]] = None,
                  schemas: Optional[Mapping[str, Optional[dict]]] = None, response_schema: Optional[dict] = None,
                  exchange: Optional[_Exchange] = None):
+        """Set up the Turn (the parameters are described in the class docstring)."""
         self.engine = engine
         self.prompt_ids = [int(t) for t in prompt_ids]
         engine._check_prompt(self.prompt_ids)
@@ -281,6 +283,7 @@ class Turn:
 
     @property
     def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
         return self._stop is not None
 
     def when_finished(self, callback: Callable[[], None]) -> None:
@@ -568,6 +571,7 @@ class HarmonyEngine:
 
     def __init__(self, llama: Any = None, *, backend: Any = None, encoding: Any = None, cot_policy: str = "spec",
                  constrained: bool = False, reuse_generated_ids: bool = True, replay: Any = None):
+        """Set up the HarmonyEngine (the parameters are described in the class docstring)."""
         render_config(cot_policy)  # validates
         if backend is None:
             if llama is None:
@@ -917,6 +921,7 @@ class ChatRequest:
     dicts (stop strings end the generation; log-probabilities ride on the content chunks)."""
 
     def __init__(self, engine: HarmonyEngine, turn: Turn, stream: ChunkStream):
+        """Set up the ChatRequest (the parameters are described in the class docstring)."""
         self.engine = engine
         self.turn = turn
         self.stream = stream

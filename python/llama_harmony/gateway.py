@@ -92,6 +92,7 @@ class UpstreamBackend:
     serial = False
 
     def __init__(self, urls: Sequence[str], *, api_key: Optional[str] = None, **pool_options: Any):
+        """Set up the UpstreamBackend (the parameters are described in the class docstring)."""
         from .upstream import UpstreamPool
 
         if isinstance(urls, str):

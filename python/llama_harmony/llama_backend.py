@@ -219,6 +219,7 @@ class LlamaBackend:
     serial = True
 
     def __init__(self, llama: Any):
+        """Set up the LlamaBackend (the parameters are described in the class docstring)."""
         try:
             install_llama_log_filter()
         except Exception:  # pragma: no cover - a stand-in llama without llama_cpp
@@ -245,6 +246,7 @@ class LlamaBackend:
 
     @property
     def busy(self) -> bool:
+        """Whether a generation holds the model now."""
         return self._lock.locked()
 
     def cached_prefix(self, ids: Sequence[int]) -> int:

@@ -64,6 +64,7 @@ def new_tool_call_id() -> str:
 
 
 def new_completion_id() -> str:
+    """``chatcmpl-`` + 24 random hex digits."""
     return "chatcmpl-" + secrets.token_hex(12)
 
 
@@ -326,6 +327,7 @@ class CompletionBuilder:
 
     def __init__(self, model: str, *, id: Optional[str] = None, created: Optional[int] = None,
                  stop: Any = None, tool_call_id_factory: Optional[Callable[[], str]] = None):
+        """Set up the CompletionBuilder (the parameters are described in the class docstring)."""
         self.model = model
         self.id = id or new_completion_id()
         self.created = int(created if created is not None else time.time())
@@ -334,12 +336,14 @@ class CompletionBuilder:
 
     def chat_completion(self, messages_parsed: Iterable[Any], *, prompt_tokens: int, completion_tokens: int,
                         finish_reason: Optional[str], **extra: Any) -> Dict[str, Any]:
+        """The ``chat.completion`` dict of parsed messages (see :func:`chat_completion`)."""
         return chat_completion(messages_parsed, model=self.model, prompt_tokens=prompt_tokens,
                                completion_tokens=completion_tokens, finish_reason=finish_reason,
                                created=self.created, id=self.id, stop=self.stop,
                                tool_call_id_factory=self.tool_call_id_factory, **extra)
 
     def chunk_stream(self, *, include_usage: bool = False) -> "ChunkStream":
+        """A :class:`ChunkStream` with this builder's id, model, stop strings and id factory."""
         return ChunkStream(model=self.model, id=self.id, created=self.created, include_usage=include_usage,
                            stop=self.stop, tool_call_id_factory=self.tool_call_id_factory)
 
@@ -373,6 +377,7 @@ class ChunkStream:
     def __init__(self, *, model: str, id: Optional[str] = None, created: Optional[int] = None,
                  include_usage: bool = False, stop: Any = None,
                  tool_call_id_factory: Optional[Callable[[], str]] = None, logprobs: bool = False):
+        """Set up the ChunkStream (the parameters are described in the class docstring)."""
         self.model = model
         self.id = id or new_completion_id()
         self.created = int(created if created is not None else time.time())
@@ -404,10 +409,12 @@ class ChunkStream:
 
     @property
     def has_tool_calls(self) -> bool:
+        """Whether the output so far holds a tool call."""
         return bool(self._acc.tool_calls)
 
     @property
     def reasoning_deltas(self) -> int:
+        """How many reasoning deltas were streamed."""
         return self._acc.reasoning_deltas
 
     @property
@@ -506,6 +513,7 @@ class ParserTracker:
 
     def __init__(self, parser: Any, *, decode: Optional[Callable[[List[int]], str]] = None,
                  parser_factory: Optional[Callable[[], Any]] = None):
+        """Set up the ParserTracker (the parameters are described in the class docstring)."""
         self.parser = parser
         self._decode = decode
         self._factory = parser_factory

@@ -720,6 +720,7 @@ class ResponseStream:
     def __init__(self, model: str, *, id: Optional[str] = None, created_at: Optional[float] = None,
                  request: Optional[Mapping[str, Any]] = None, builtin_tools: Optional[Iterable[str]] = None,
                  container_id: Optional[str] = None, id_factory: Optional[Callable[[str], str]] = None):
+        """Set up the ResponseStream (the parameters are described in the class docstring)."""
         self.model = model
         self.id = id or new_response_id()
         self.created_at = int(created_at if created_at is not None else time.time())

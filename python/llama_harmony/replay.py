@@ -53,6 +53,7 @@ class Replay:
     """
 
     def __init__(self, completions: Sequence[str], *, source: str = "replay"):
+        """Set up the Replay (the parameters are described in the class docstring)."""
         if isinstance(completions, (str, bytes)) or not all(isinstance(c, str) for c in completions):
             raise ReplayFileError(f"{source}: a replay is a list of strings (Harmony completions as text)")
         self.completions: List[str] = list(completions)
@@ -88,6 +89,7 @@ class Replay:
 
     @property
     def remaining(self) -> int:
+        """How many completions are left."""
         return len(self.completions) - self._next
 
     def next_text(self) -> str:

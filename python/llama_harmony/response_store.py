@@ -48,6 +48,7 @@ class RecordTooLarge(ResponseStoreError, ValueError):
     how much."""
 
     def __init__(self, record_id: str, size: int, max_bytes: int):
+        """Set up the RecordTooLarge (the parameters are described in the class docstring)."""
         super().__init__(f"record {record_id!r} is {size} bytes, more than the store's "
                          f"max_bytes={max_bytes}")
         self.size = size
@@ -64,6 +65,7 @@ class ResponseStore:
 
     def __init__(self, max_count: int = 1000, max_bytes: int = 64 << 20,
                  path: Union[str, "os.PathLike[str]", None] = None):
+        """Set up the ResponseStore (the parameters are described in the class docstring)."""
         for name, value in (("max_count", max_count), ("max_bytes", max_bytes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ResponseStoreError(f"{name}: must be an int >= 1 (got {value!r})")

@@ -162,6 +162,7 @@ class UpstreamError(Exception):
     URLs, comma-separated)."""
 
     def __init__(self, upstream: str, message: str) -> None:
+        """Set up the UpstreamError (the parameters are described in the class docstring)."""
         super().__init__(f"upstream {upstream}: {message}")
         self.upstream = upstream
         self.message = message
@@ -172,6 +173,7 @@ class UpstreamUnavailable(UpstreamError):
     of every replica tried. The HTTP server maps it to 503."""
 
     def __init__(self, upstream: str, message: str, attempts: Sequence[Tuple[str, str]] = ()) -> None:
+        """Set up the UpstreamUnavailable (the parameters are described in the class docstring)."""
         super().__init__(upstream, message)
         self.attempts = list(attempts)
 
@@ -181,6 +183,7 @@ class UpstreamStreamError(UpstreamError):
     generation cannot be resumed elsewhere)."""
 
     def __init__(self, upstream: str, message: str, tokens_yielded: int) -> None:
+        """Set up the UpstreamStreamError (the parameters are described in the class docstring)."""
         super().__init__(upstream, message)
         self.tokens_yielded = tokens_yielded
 
@@ -190,6 +193,7 @@ class UpstreamRequestError(UpstreamError):
     than a slot's context); retrying elsewhere would not help."""
 
     def __init__(self, upstream: str, message: str, status: int) -> None:
+        """Set up the UpstreamRequestError (the parameters are described in the class docstring)."""
         super().__init__(upstream, message)
         self.status = status
 
@@ -448,6 +452,7 @@ class LlamaServerReplica:
     def __init__(self, url: str, *, api_key: Optional[str] = None, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, health_timeout: float = 5.0, mode: str = "auto",
                  client: Optional[httpx.AsyncClient] = None) -> None:
+        """Set up the LlamaServerReplica (the parameters are described in the class docstring)."""
         url = url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url: expected http://host:port, got {url!r}")
@@ -879,6 +884,7 @@ class Generation:
     """
 
     def __init__(self, pool: "UpstreamPool", prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        """Set up the Generation (the parameters are described in the class docstring)."""
         self._pool = pool
         self._prompt = list(prompt_ids)
         self._params = params
@@ -971,6 +977,7 @@ class UpstreamPool:
                  max_attempts: int = 3, affinity_min_tokens: int = 64, affinity_block: int = 32,
                  affinity_capacity: int = 1 << 16, mode: str = "auto",
                  probe_id: Optional[int] = None) -> None:
+        """Set up the UpstreamPool (the parameters are described in the class docstring)."""
         if isinstance(urls, str):
             urls = [urls]
         if not urls:

@@ -23,6 +23,7 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, *, type: Optional[str] = None, param: Optional[str] = None,
                  code: Optional[str] = None, headers: Optional[Mapping[str, str]] = None):
+        """Set up the ApiError (the parameters are described in the class docstring)."""
         super().__init__(message)
         self.status = int(status)
         self.message = message
@@ -32,9 +33,11 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     def body(self) -> Dict[str, Any]:
+        """The OpenAI-shaped error body ``{"error": {...}}``."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def json_bytes(self) -> bytes:
+        """The body as UTF-8 JSON."""
         return json.dumps(self.body(), ensure_ascii=False).encode("utf-8")
 
 

@@ -24,6 +24,7 @@ class ModelGate:
 
     def __init__(self, *, serial: bool, queue_timeout: float, max_queue: int,
                  on_change: Optional[Callable[[int], None]] = None):
+        """Set up the ModelGate (the parameters are described in the class docstring)."""
         self.serial = bool(serial)
         self.queue_timeout = float(queue_timeout)
         self.max_queue = int(max_queue)

@@ -61,6 +61,7 @@ class Guard:
 
     def __init__(self, app: Any, *, api_keys: Sequence[str] = (), max_request_bytes: int = 1 << 20,
                  on_response: Optional[Callable[[str, int, float], None]] = None):
+        """Set up the Guard (the parameters are described in the class docstring)."""
         self.app = app
         self.api_keys: List[bytes] = [k.encode("utf-8") for k in api_keys if k]
         self.max_request_bytes = int(max_request_bytes)

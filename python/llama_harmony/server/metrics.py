@@ -71,6 +71,7 @@ class Metrics:
     """The server's metrics (see the module docstring)."""
 
     def __init__(self) -> None:
+        """Set up the Metrics (the parameters are described in the class docstring)."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("llama_harmony_requests", "HTTP requests answered", ["endpoint", "status"],
@@ -100,6 +101,7 @@ class Metrics:
 
     def record_generation(self, *, prompt_tokens: int, cached_tokens: Optional[int], completion_tokens: int,
                           reasoning_tokens: int, ending: str, repairs: List[Tuple[str, str]]) -> None:
+        """Count one finished generation (tokens, how it ended, the parser's repairs)."""
         self.prompt_tokens.inc(prompt_tokens)
         self.cached_tokens.inc(cached_tokens or 0)
         self.completion_tokens.inc(completion_tokens)
@@ -109,4 +111,5 @@ class Metrics:
             self.repairs.labels(kind).inc()
 
     def render(self) -> bytes:
+        """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)

@@ -50,6 +50,7 @@ class ResponsesRuntime:
 
     def __init__(self, store: Any = None, *, python_tool: Any = None, browser_backend: Any = None,
                  max_tool_rounds: int = 8):
+        """Set up the ResponsesRuntime (the parameters are described in the class docstring)."""
         if store is None:
             from ..response_store import ResponseStore
 
@@ -61,6 +62,7 @@ class ResponsesRuntime:
 
     @property
     def builtins(self) -> set:
+        """The built-in tools this server runs (``python``, ``browser``)."""
         out = set()
         if self.python_tool is not None:
             out.add("python")

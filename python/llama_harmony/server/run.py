@@ -116,6 +116,7 @@ class BackgroundServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+        """Set up the BackgroundServer (the parameters are described in the class docstring)."""
         self.app = app
         self.sock = bind(host, port)
         self.port = self.sock.getsockname()[1]
@@ -143,9 +144,11 @@ class BackgroundServer:
         return self
 
     def drain(self) -> None:
+        """End the running generations as a SIGTERM would (their clients get the output so far)."""
         self.app.state.server.drain()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Drain, shut the server down gracefully and wait for its thread."""
         self.drain()
         self.server.should_exit = True
         self.thread.join(timeout)

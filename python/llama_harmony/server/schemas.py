@@ -25,11 +25,13 @@ class _Model(BaseModel):
 
 
 class FunctionCall(_Model):
+    """The function of a tool call in an assistant message."""
     name: str = Field(min_length=1)
     arguments: Optional[Union[str, Dict[str, Any]]] = None
 
 
 class ToolCall(_Model):
+    """A tool call in an assistant message."""
     id: Optional[str] = None
     type: Literal["function"] = "function"
     function: FunctionCall
@@ -50,6 +52,7 @@ class ChatMessage(_Model):
 
 
 class FunctionDef(_Model):
+    """A function tool's definition (``parameters``: a JSON Schema)."""
     name: str = Field(min_length=1)
     description: Optional[str] = None
     parameters: Optional[Dict[str, Any]] = None
@@ -75,6 +78,7 @@ class Tool(_Model):
 
 
 class StreamOptions(_Model):
+    """``stream_options`` (``include_usage``: a last chunk with the usage)."""
     include_usage: Optional[bool] = None
 
 
@@ -90,6 +94,7 @@ def _check_effort(v: Optional[str]) -> Optional[str]:
 
 
 class ReasoningOptions(_Model):
+    """``reasoning`` (``effort``: low, medium or high)."""
     effort: Optional[str] = None
 
     _effort = field_validator("effort")(classmethod(lambda cls, v: _check_effort(v)))
@@ -158,6 +163,7 @@ class ChatCompletionRequest(_Model):
 
 
 class ResponseReasoning(_Model):
+    """``reasoning`` of a Responses request (``effort``; ``summary`` is accepted and ignored)."""
     effort: Optional[str] = None
     summary: Optional[str] = None
 

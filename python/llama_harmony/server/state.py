@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Set, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, TypeVar
 
 from .errors import ApiError
 from .gate import ModelGate
@@ -46,6 +46,7 @@ class ServerState:
     """Shared by every request of one app (``app.state.server``)."""
 
     def __init__(self, engine: Any, config: ServerConfig):
+        """Set up the ServerState (the parameters are described in the class docstring)."""
         self.engine = engine
         self.config = config
         self.metrics = Metrics()
@@ -64,6 +65,7 @@ class ServerState:
 
     @property
     def model_ids(self) -> List[str]:
+        """The served model id, then its aliases."""
         return [self.config.model_name] + [a for a in self.config.aliases if a != self.config.model_name]
 
     def check_model(self, requested: Optional[str]) -> None:
@@ -77,10 +79,12 @@ class ServerState:
     # -- generations in flight -----------------------------------------------------------------
 
     def check_open(self) -> None:
+        """503 ``shutting_down`` once the server drains."""
         if self.draining:
             raise ApiError(503, "the server is shutting down", code="shutting_down")
 
     def track(self, turn: Any) -> None:
+        """Register a running generation (a shutdown stops it)."""
         with self._lock:
             self._turns.add(turn)
         self.metrics.in_flight.set(len(self._turns))
@@ -88,6 +92,7 @@ class ServerState:
             turn.stop("shutdown")
 
     def untrack(self, turn: Any) -> None:
+        """Forget a finished generation."""
         with self._lock:
             self._turns.discard(turn)
         self.metrics.in_flight.set(len(self._turns))
@@ -103,6 +108,7 @@ class ServerState:
 
     @property
     def in_flight(self) -> int:
+        """How many generations are running."""
         return len(self._turns)
 
     # -- holding the model -----------------------------------------------------------------------
@@ -126,6 +132,7 @@ class ServerState:
         request.scope.setdefault("state", {})["log_note"] = text
 
     def log_content(self, what: str, obj: Any) -> None:
+        """Log ``obj`` under ``what`` when content logging is on (``--log-content``)."""
         if self.config.log_content:
             log.info("%s: %s", what, json.dumps(obj, ensure_ascii=False)[:100_000])
 
@@ -163,7 +170,3 @@ def sse_event(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
 
-async def aiter_with_first(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    yield first
-    async for item in rest:
-        yield item

@@ -114,11 +114,13 @@ class Page:
     link_lines: Dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The page as JSON-able data."""
         return {"url": self.url, "title": self.title, "text": self.text, "links": dict(self.links),
                 "kind": self.kind, "link_lines": dict(self.link_lines)}
 
     @classmethod
     def from_dict(cls, raw: Any) -> "Page":
+        """A page from :meth:`to_dict`'s data."""
         if not isinstance(raw, dict):
             raise ValueError("page: must be an object")
         for key in ("url", "title", "text"):
@@ -370,6 +372,7 @@ class LocalFolderBackend(BrowserBackend):
     def __init__(self, folder: Union[str, "os.PathLike[str]"], *, name: Optional[str] = None,
                  max_file_bytes: int = 2 << 20, max_total_bytes: int = 256 << 20,
                  max_files: int = 100_000, progress: Optional[Callable[[int, int], None]] = None):
+        """Set up the LocalFolderBackend (the parameters are described in the class docstring)."""
         root = os.path.realpath(os.fspath(folder))
         if not os.path.isdir(root):
             raise BackendError(f"not a folder: {folder}")
@@ -461,6 +464,7 @@ class LocalFolderBackend(BrowserBackend):
     # serving
 
     def search(self, query: str, topn: int) -> List[SearchHit]:
+        """The indexed pages matching ``query``, best first (at most ``topn``)."""
         words = re.findall(r"\w+", query.lower())[:32]
         if not words:
             return []
@@ -484,6 +488,7 @@ class LocalFolderBackend(BrowserBackend):
                 for rowid, url, title, snippet in rows]
 
     def fetch(self, url: str) -> Page:
+        """The indexed page at ``url`` (a ``local://`` URL); :class:`BackendError` otherwise."""
         raw = url
         view_source = url.startswith(VIEW_SOURCE)
         if view_source:
@@ -568,6 +573,7 @@ class BrowserSession:
 
     def __init__(self, backend: BrowserBackend, *, view_chars: int = 4000, max_lines: int = 200,
                  max_results: int = 20, max_pages: int = 32):
+        """Set up the BrowserSession (the parameters are described in the class docstring)."""
         self.backend = backend
         self.view_chars = view_chars
         self.max_lines = max_lines

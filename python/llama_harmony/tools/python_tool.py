@@ -117,6 +117,7 @@ class PythonTool:
     name = "python"
 
     def __init__(self, sandbox: Optional[PythonSandbox] = None):
+        """Set up the PythonTool (the parameters are described in the class docstring)."""
         self.sandbox = sandbox or PythonSandbox()
 
     def check(self) -> None:

@@ -243,6 +243,7 @@ class SandboxConfigError(SandboxError, ValueError):
     """An invalid limit or option; :attr:`field` names it."""
 
     def __init__(self, field: str, message: str):
+        """Set up the SandboxConfigError (the parameters are described in the class docstring)."""
         super().__init__(f"{field}: {message}")
         self.field = field
 
@@ -252,6 +253,7 @@ class SandboxInputError(SandboxError, ValueError):
     :attr:`field` is ``"code"`` or ``"stdin"``."""
 
     def __init__(self, field: str, message: str):
+        """Set up the SandboxInputError (the parameters are described in the class docstring)."""
         super().__init__(f"{field}: {message}")
         self.field = field
 
@@ -453,6 +455,7 @@ class PythonSandbox:
     def __init__(self, limits: Optional[SandboxLimits] = None, *, python: Optional[str] = None,
                  bwrap: Optional[str] = None, ro_paths: Sequence[str] = (),
                  run_as: Tuple[int, int] = _NOBODY, max_concurrent: int = 4):
+        """Set up the PythonSandbox (the parameters are described in the class docstring)."""
         if limits is not None and not isinstance(limits, SandboxLimits):
             raise SandboxConfigError("limits", "must be a SandboxLimits")
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
