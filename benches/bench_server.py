@@ -53,6 +53,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--baseline-rev", default="d152469")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads (default 1: steadier on a shared machine)")
     args = ap.parse_args()
 
     import openai
@@ -65,7 +67,7 @@ def main() -> int:
     enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
     cache = Path(tempfile.gettempdir()) / "llama-harmony-bench"
     path = tiny_model.ensure_tiny_model(enc.token_bytes_table(tiny_model.N_VOCAB), cache_dir=cache)
-    engine = HarmonyEngine.from_path(path, n_ctx=2048, n_threads=2, encoding=enc)
+    engine = HarmonyEngine.from_path(path, n_ctx=2048, n_threads=args.threads, encoding=enc)
     words = " ".join(f"w{i}" for i in range(args.tokens))
     text = "<|channel|>final<|message|>" + words + "<|return|>"
     n_tokens = len(enc.encode(text, allowed_special="all"))
@@ -74,11 +76,20 @@ def main() -> int:
         engine.replay = Replay([text])
 
     def direct() -> float:
-        arm()
-        t = time.perf_counter()
-        for _ in engine.create_chat_completion(USER, stream=True):
-            pass
-        return time.perf_counter() - t
+        # in a worker thread, as both servers generate (the main thread is the client's)
+        out = []
+
+        def run() -> None:
+            arm()
+            t = time.perf_counter()
+            for _ in engine.create_chat_completion(USER, stream=True):
+                pass
+            out.append(time.perf_counter() - t)
+
+        th = threading.Thread(target=run)
+        th.start()
+        th.join()
+        return out[0]
 
     def through(url: str):
         client = openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0, timeout=300)
@@ -117,7 +128,8 @@ def main() -> int:
         old.shutdown()
         old.server_close()
 
-    print(f"\n{n_tokens} generated tokens per request, {args.rounds} rounds, tiny gpt-oss model, 2 threads\n")
+    print(f"\n{n_tokens} generated tokens per request, {args.rounds} rounds, tiny gpt-oss model, "
+          f"{args.threads} llama.cpp thread(s)\n")
     print(f"{'path':<28} {'median':>10} {'per token':>11}")
     med = {name: statistics.median(ts) for name, ts in times.items()}
     for name, m in med.items():
