@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from .builtins import is_builtin_recipient, run_builtin
 from .errors import ApiError, from_exception
 from .schemas import BUILTIN_TOOL_TYPES, ChatCompletionRequest
-from .state import ServerState, run_until_disconnect, sse_event
+from .state import ServerState, Usage, run_until_disconnect, sse_event
 
 __all__ = ["chat_completions", "sampling_kwargs"]
 
@@ -66,17 +66,11 @@ class _Timing:
 
 
 def _record(server: ServerState, request: Request, req: Any, ending: str, run: Optional["_Rounds"] = None) -> None:
-    r = req.turn.result
-    t = run.totals if run is not None and run.totals["completion"] else {
-        "prompt": r.prompt_tokens, "cached": r.cached_tokens or 0, "completion": r.completion_tokens,
-        "reasoning": r.reasoning_tokens}
-    server.metrics.record_generation(prompt_tokens=t["prompt"], cached_tokens=t["cached"],
-                                     completion_tokens=t["completion"], reasoning_tokens=t["reasoning"],
-                                     ending=ending, repairs=run.repairs if run is not None and run.repairs
-                                     else r.repairs)
+    u = run.usage if run is not None and run.usage.completion else Usage().add(req.turn.result)
+    server.metrics.record_generation(prompt_tokens=u.prompt, cached_tokens=u.cached, completion_tokens=u.completion,
+                                     reasoning_tokens=u.reasoning, ending=ending, repairs=u.repairs)
     rounds = f" tool_rounds={run.rounds}" if run is not None and run.rounds else ""
-    server.note(request, f"prompt={t['prompt']} cached={t['cached']} completion={t['completion']} "
-                         f"end={ending}{rounds}")
+    server.note(request, f"prompt={u.prompt} cached={u.cached} completion={u.completion} end={ending}{rounds}")
     if server.config.log_content:
         server.log_content("reply", req.stream.message)
 
@@ -219,17 +213,8 @@ class _Rounds:
         self.timing = timing
         self.rounds = 0
         self.events_iter: Optional[AsyncIterator[Any]] = None
-        self.totals = {"prompt": 0, "cached": 0, "completion": 0, "reasoning": 0}
-        self.repairs: List[Any] = []
+        self.usage = Usage()
         self._session: Any = None
-
-    def _add(self, turn: Any) -> None:
-        r = turn.result
-        self.totals["prompt"] += r.prompt_tokens
-        self.totals["cached"] += r.cached_tokens or 0
-        self.totals["completion"] += r.completion_tokens
-        self.totals["reasoning"] += r.reasoning_tokens
-        self.repairs += r.repairs
 
     async def events(self, first: Any, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """Every generation's events (message indexes continued across generations; the
@@ -243,7 +228,7 @@ class _Rounds:
                 self.timing.tick(event)
                 yield _shifted(event, offset)
             turn = self.turn
-            self._add(turn)
+            self.usage.add(turn.result)
             msgs = turn.output_messages()
             call = msgs[-1] if msgs else None
             if (not self.builtins or turn.result.eog != CALL_ID or call is None
@@ -286,7 +271,7 @@ class _Rounds:
             prompt, spliced = engine.prepare_prompt(normal)
             params = self.req.turn.params
             if params.max_tokens is not None:
-                params = replace(params, max_tokens=max(1, params.max_tokens - self.totals["completion"]))
+                params = replace(params, max_tokens=max(1, params.max_tokens - self.usage.completion))
             turn = engine.turn(prompt, replace(params, seed=None), normal_ids=normal, spliced=spliced)
         except BaseException:
             server.gate.release()
@@ -303,10 +288,10 @@ class _Rounds:
         return first, events
 
     def finish_chunks(self) -> List[Dict[str, Any]]:
-        t = self.totals
-        return self.req.stream.finish(self.turn.result.finish_reason, prompt_tokens=t["prompt"],
-                                      completion_tokens=t["completion"], cached_tokens=t["cached"],
-                                      reasoning_tokens=t["reasoning"])
+        u = self.usage
+        return self.req.stream.finish(self.turn.result.finish_reason, prompt_tokens=u.prompt,
+                                      completion_tokens=u.completion, cached_tokens=u.cached,
+                                      reasoning_tokens=u.reasoning)
 
     async def close(self) -> None:
         if self.events_iter is not None:

@@ -31,7 +31,7 @@ from ..sampling import SamplingParams
 from .builtins import run_builtin
 from .errors import ApiError, from_exception
 from .schemas import ResponseRequest
-from .state import ServerState, run_until_disconnect
+from .state import ServerState, Usage, run_until_disconnect
 
 __all__ = ["ResponsesRuntime", "create_response", "get_response", "delete_response"]
 
@@ -90,7 +90,7 @@ class _Run:
         self.session = session
         self.turn: Any = None
         self.conversation = prepared.conversation
-        self.totals = {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}
+        self.usage = Usage()
         self.rounds = 0
         self.ended = False
 
@@ -112,7 +112,7 @@ class _Run:
             body = self.body
             limit = body.max_output_tokens
             if limit is not None:
-                limit = max(1, limit - self.totals["output_tokens"])
+                limit = max(1, limit - self.usage.completion)
             params = SamplingParams(temperature=1.0 if body.temperature is None else body.temperature,
                                     top_p=1.0 if body.top_p is None else body.top_p, max_tokens=limit)
             rf = self.prepared.response_format
@@ -150,10 +150,7 @@ class _Run:
             await events.aclose()
             self.server.untrack(turn)
         r = turn.result
-        self.totals["input_tokens"] += r.prompt_tokens
-        self.totals["cached_tokens"] += r.cached_tokens or 0
-        self.totals["output_tokens"] += r.completion_tokens
-        self.totals["reasoning_tokens"] += r.reasoning_tokens
+        self.usage.add(r)
         self.server.metrics.record_generation(prompt_tokens=r.prompt_tokens, cached_tokens=r.cached_tokens,
                                               completion_tokens=r.completion_tokens,
                                               reasoning_tokens=r.reasoning_tokens,
@@ -203,10 +200,10 @@ class _Run:
                     yield e
                 self.ended = True
                 return
-        t = self.totals
+        u = self.usage
         status = "incomplete" if (rs.pending_calls() or self.turn.result.finish_reason == "length") else None
-        for e in rs.finish(status=status, input_tokens=t["input_tokens"], cached_tokens=t["cached_tokens"],
-                           output_tokens=t["output_tokens"], reasoning_tokens=t["reasoning_tokens"]):
+        for e in rs.finish(status=status, input_tokens=u.prompt, cached_tokens=u.cached, output_tokens=u.completion,
+                           reasoning_tokens=u.reasoning):
             yield e
         self.ended = True
         self.store()

@@ -8,14 +8,14 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, TypeVar
 
 from .errors import ApiError
 from .gate import ModelGate
 from .metrics import Metrics
 
-__all__ = ["ServerConfig", "ServerState", "wait_for_disconnect", "run_until_disconnect", "sse_event"]
+__all__ = ["ServerConfig", "ServerState", "Usage", "wait_for_disconnect", "run_until_disconnect", "sse_event"]
 
 log = logging.getLogger("llama_harmony.server")
 T = TypeVar("T")
@@ -40,6 +40,27 @@ class ServerConfig:
     log_content: bool = False
     #: Seconds a shutdown waits for in-flight requests to end.
     shutdown_timeout: float = 10.0
+
+
+@dataclass
+class Usage:
+    """Token counts of one request, added up over its generations (several when built-in
+    tools run between them), and the lenient parser's repairs."""
+
+    prompt: int = 0
+    cached: int = 0
+    completion: int = 0
+    reasoning: int = 0
+    repairs: List[Any] = field(default_factory=list)
+
+    def add(self, result: Any) -> "Usage":
+        """Add one generation's :class:`~llama_harmony.engine.TurnResult`."""
+        self.prompt += result.prompt_tokens
+        self.cached += result.cached_tokens or 0
+        self.completion += result.completion_tokens
+        self.reasoning += result.reasoning_tokens
+        self.repairs += list(result.repairs)
+        return self
 
 
 class ServerState:
