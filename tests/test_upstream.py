@@ -64,12 +64,6 @@ async def collect(gen):
 # ------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _kill_processes():
-    yield
-    procs.kill_all()
-
-
 @pytest.fixture(scope="module")
 def pair(tiny_path):
     """Two replicas, -np 4 each, kept for the module (nothing here kills them). ``-fa off``:
