@@ -98,6 +98,9 @@ def test_request_fields_and_bad_arguments():
     assert body["logit_bias"] == [[5, 2.0], [6, False]]
     assert body["n_probs"] == 1 and body["post_sampling_probs"] is False
     assert body["mirostat"] == 2 and body["typical_p"] == 0.9
+    # greedy: top_k 1 (the same id as llama.cpp's greedy rule, without a softmax over the vocabulary)
+    assert completion_request([1], SamplingParams(temperature=0.0, top_k=0))["top_k"] == 1
+    assert completion_request([1], forced_completion([5, 200002]))["top_k"] == 1
     for params, field in [(SamplingParams(temperature=-1), "temperature"), (SamplingParams(top_p=2), "top_p"),
                           (SamplingParams(top_k=-1), "top_k"), (SamplingParams(seed=2 ** 40), "seed"),
                           (SamplingParams(max_tokens=0), "max_tokens"), (SamplingParams(logprobs=21), "logprobs"),

@@ -50,9 +50,10 @@ Request fields used (llama.cpp of llama-cpp-python 0.3.36, ``tools/server``)
 -------------------------------------------------------------------------------
 ``POST /completion`` with ``prompt`` (list of ids), ``stream: true``, ``return_tokens: true``,
 ``cache_prompt: true``, ``n_predict`` (``max_tokens``, -1: until the context is full),
-``temperature``, ``top_k`` (0: off), ``top_p``, ``min_p``, ``typical_p``, ``repeat_penalty``,
-``repeat_last_n`` (64, llama-cpp-python's default), ``presence_penalty``,
-``frequency_penalty``, ``mirostat``/``mirostat_tau``/``mirostat_eta``, ``dry_multiplier`` 0,
+``temperature``, ``top_k`` (0: off; 1 for greedy requests, ``temperature`` 0), ``top_p``,
+``min_p``, ``typical_p``, ``repeat_penalty``, ``repeat_last_n`` (64, llama-cpp-python's
+default), ``presence_penalty``, ``frequency_penalty``, ``mirostat``/``mirostat_tau``/``mirostat_eta``,
+``dry_multiplier`` 0,
 ``xtc_probability`` 0, ``dynatemp_range`` 0, ``top_n_sigma`` -1 (every sampler the
 in-process engine does not use is switched off explicitly, whatever the server's command-line
 defaults), ``seed`` (omitted: random), ``logit_bias`` (``[[id, bias], ...]``), ``grammar``
@@ -271,6 +272,11 @@ def completion_request(prompt_ids: Sequence[int], params: SamplingParams, *, str
         "n_probs": 0,
         "post_sampling_probs": False,
     }
+    if p.temperature == 0 and not p.extra.get("mirostat_mode"):
+        # Greedy: the first id with the highest logit, as llama.cpp's greedy rule (and its
+        # ``temperature`` 0) picks it; top_k 1 picks that same id without the softmax over the
+        # whole vocabulary that top_k 0 leads to (2 ms per token on a CPU, measured).
+        body["top_k"] = 1
     if p.max_tokens is not None:
         if isinstance(p.max_tokens, bool) or not isinstance(p.max_tokens, int) or p.max_tokens < 1:
             raise ValueError(f"max_tokens: expected an integer >= 1, got {p.max_tokens!r}")
