@@ -198,6 +198,14 @@ def test_models_and_model_check(gw, replay):
     assert health["status"] == "ok" and health["backend"] == "llama-server"
 
 
+def test_prompt_longer_than_a_slot_is_a_clear_400(gw, engine):
+    """The context is a llama-server slot's (read from /props), checked before anything is sent."""
+    assert engine.n_ctx == CTX_PER_SLOT
+    with pytest.raises(openai.BadRequestError) as e:
+        client(gw).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * CTX_PER_SLOT}])
+    assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "messages"
+
+
 # ================================================================================================
 # Concurrency and prefix affinity
 # ================================================================================================
