@@ -13,8 +13,8 @@ Every process is killed at the end of the module, also when a test fails (confte
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -332,9 +332,18 @@ def test_api_key_on_the_gateway(engine, replay):
 # Failures of replicas
 # ================================================================================================
 
+def check_health_now(engine: HarmonyEngine) -> None:
+    """Run the gateway pools' health check now (what their background loop does every
+    ``health_interval``), in the server's event loop."""
+    for loop, pool in list(engine.backend._pools.items()):
+        asyncio.run_coroutine_threadsafe(pool.check_health(), loop).result(30)
+
+
 def test_sigkill_one_replica_then_eight_requests_succeed(tiny_path, enc):
+    """No background health check runs between the kill and the requests (health_interval is
+    an hour): the requests sent to the dead replica are retried on the other one."""
     a, b = (procs.llama_server(tiny_path, parallel=4, ctx_per_slot=1024, name=f"gw-kill-{k}") for k in "ab")
-    eng = HarmonyEngine.from_upstream([a.url, b.url], encoding=enc, wait=60, health_interval=1.0)
+    eng = HarmonyEngine.from_upstream([a.url, b.url], encoding=enc, wait=60, health_interval=3600)
     eng.replay = Replay([FINAL] * 30)
     with gateway(eng) as s:
         c = client(s, timeout=120)
@@ -351,11 +360,12 @@ def test_sigkill_one_replica_then_eight_requests_succeed(tiny_path, enc):
         assert metric(s.url, "llama_harmony_upstream_healthy", upstream=b.url) == 0
         assert metric(s.url, "llama_harmony_upstream_failures_total", upstream=b.url) >= 1  # some were retried
         assert metric(s.url, "llama_harmony_requests_total", status="503") == 0
-        # the replica comes back when it is healthy again, and takes requests
+        # the replica comes back when a health check finds it healthy, and takes requests
+        # (the background checks themselves: test_serve_stalled_replica_is_skipped_and_comes_back)
         b.start()
         b.wait_http_ok()
-        wait_until(lambda: metric(s.url, "llama_harmony_upstream_healthy", upstream=b.url) == 1,
-                   what="the restarted replica back in rotation")
+        check_health_now(eng)
+        assert metric(s.url, "llama_harmony_upstream_healthy", upstream=b.url) == 1
         served = metric(s.url, "llama_harmony_upstream_requests_total", upstream=b.url)
         for k in range(4):
             assert one(100 + k) == "Hello there, friend!"
