@@ -441,11 +441,15 @@ def test_rpc_greedy_equals_plain_llama_server(pair, enc, tiny_path):
 
 class Served:
     """``llama-harmony serve --port 0 ARGS`` in a subprocess; ``log``: its stderr lines (read
-    by a thread until the process ends, see :meth:`wait`)."""
+    by a thread until the process ends, see :meth:`wait`). Killed at the end of the module
+    at the latest (``_kill_served``)."""
+
+    started: List["Served"] = []
 
     def __init__(self, *args: str) -> None:
         cmd = [sys.executable, "-m", "llama_harmony.cli", "serve", "--port", "0", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        Served.started.append(self)
         self.log: List[str] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -471,6 +475,13 @@ class Served:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kill_served():
+    yield
+    while Served.started:
+        Served.started.pop().kill()
 
 
 def test_serve_stalled_replica_is_skipped_and_comes_back(tiny_path):
