@@ -190,15 +190,20 @@ class Bench:
         procs.kill_all()
 
 
-def main(argv: Sequence[str] = ()) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str, rows: Sequence[str]) -> argparse.ArgumentParser:
+    """The options of the concurrency benchmarks (this one and bench_gateway.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1,
                     help="threads per llama.cpp (1: ggml's spinning threads collapse on a busy shared machine)")
-    ap.add_argument("--rows", nargs="+", default=["embedded", "raw-1x8", "pool-1x8", "pool-2x4"])
+    ap.add_argument("--rows", nargs="+", default=list(rows))
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the best is kept (shared machines)")
-    args = ap.parse_args(list(argv) or None)
+    return ap
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = arguments(__doc__, ["embedded", "raw-1x8", "pool-1x8", "pool-2x4"]).parse_args(list(argv) or None)
     bench = Bench(args.max_tokens, args.threads)
     rows = {name: measured(fn) for name, fn in {"embedded": bench.embedded, "raw-1x8": bench.raw_1x8,
                                                  "pool-1x8": bench.pool_1x8, "pool-2x4": bench.pool_2x4}.items()}

@@ -145,9 +145,22 @@ nice -n "$NICE_LEVEL" "$TOOLS/bin/cmake" -S "$SRC" -B "$WORK/build" -G Ninja \
 
 log "compiling llama-server and ggml-rpc-server with $JOBS job(s), nice $NICE_LEVEL (~7 min on 2 cores)"
 start=$SECONDS
+# The full log goes to build.log; stderr gets a progress line every 10 % of ninja's steps.
+progress() {
+    local line n total pct shown=0
+    while IFS= read -r line; do
+        [[ "$line" =~ ^\[([0-9]+)/([0-9]+)\] ]] || continue
+        n=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]}
+        pct=$((100 * n / total))
+        if (( pct >= shown + 10 || n == total )); then
+            shown=$((pct - pct % 10))
+            log "$(printf '%3d %% (%d/%d steps, %d s)' "$pct" "$n" "$total" "$((SECONDS - start))")"
+        fi
+    done
+}
 nice -n "$NICE_LEVEL" "$TOOLS/bin/cmake" --build "$WORK/build" --parallel "$JOBS" \
-    --target llama-server ggml-rpc-server \
-    >"$WORK/build.log" 2>&1 || { tail -60 "$WORK/build.log" >&2; die "build failed"; }
+    --target llama-server ggml-rpc-server 2>&1 | tee "$WORK/build.log" | progress \
+    || { tail -60 "$WORK/build.log" >&2; die "build failed"; }
 log "compiled in $((SECONDS - start)) s"
 
 # 4. Check the binaries run on their own, then publish the cache entry with one rename.

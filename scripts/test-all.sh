@@ -4,12 +4,14 @@
 #      (tag, contents, no libpython);
 #   2. install it, non-editable, with its `test` extra into a fresh venv (.venv-test);
 #   3. cargo test (the Rust core, property tests included);
-#   4. pytest against the installed wheel (not the source tree), with bubblewrap installed for
-#      the python tool's sandbox;
-#   5. smoke-test the same wheel on the oldest and the newest CPython found (pyenv 3.9, 3.13)
+#   4. build llama-server and ggml-rpc-server for the gateway tests (scripts/build-llama-server.sh:
+#      ~8 min on 2 cores the first time, cached in ~/.cache/llama-harmony, seconds after), and
+#      install bubblewrap for the python tool's sandbox;
+#   5. pytest against the installed wheel (not the source tree);
+#   6. smoke-test the same wheel on the oldest and the newest CPython found (pyenv 3.9, 3.13)
 #      from an empty HOME with no network;
-#   6. build the sdist and check that `pip install` of it builds and works;
-#   7. coverage-guided fuzzing, bounded.
+#   7. build the sdist and check that `pip install` of it builds and works;
+#   8. coverage-guided fuzzing, bounded.
 # Needs only Rust, Python >= 3.9 and the package registries; nothing downloads at run time.
 # Each step is a function below: add new steps the same way and list them in `main`.
 set -euo pipefail
@@ -66,6 +68,17 @@ install_wheel() {
 rust_tests() {
   step "cargo test"
   cargo test --locked --quiet
+}
+
+build_llama_server() {
+  # The gateway tests (tests/test_upstream.py, tests/test_gateway.py) run real llama-server and
+  # ggml-rpc-server processes built from the pinned llama.cpp source. Built here, with its
+  # progress on stderr, rather than silently inside the first test that needs them.
+  step "build llama-server and ggml-rpc-server (scripts/build-llama-server.sh; cached after the first run)"
+  local start=$SECONDS bin
+  bin="$(bash scripts/build-llama-server.sh | tail -n 1)"
+  [ -x "$bin/llama-server" ] && [ -x "$bin/ggml-rpc-server" ] || { echo "no binaries in '$bin'"; exit 1; }
+  echo "llama-server: $bin ($((SECONDS - start)) s)"
 }
 
 sandbox() {
@@ -142,6 +155,7 @@ main() {
   build_wheel
   install_wheel
   rust_tests
+  build_llama_server
   sandbox
   python_tests "$@"
   smoke_other_pythons

@@ -49,6 +49,16 @@ def load_jsonl(pattern: str) -> list:
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _kill_server_processes():
+    """Every llama-server / ggml-rpc-server a test module started (tests/llama_server_procs.py)
+    is killed at the module's end, also when a test failed."""
+    yield
+    import llama_server_procs
+
+    llama_server_procs.kill_all()
+
+
 @pytest.fixture(scope="session")
 def vocab_bytes() -> bytes:
     """See :func:`o200k_base_bytes`."""

@@ -2,8 +2,8 @@
 
 The binaries come from ``scripts/build-llama-server.sh`` (a no-op once cached: it prints the
 cached directory). Every process started here is registered and killed by :func:`kill_all`
-(the test modules call it from a fixture finalizer, so failures leave nothing running). Each
-process logs to a temporary file (``Proc.log``; failure messages quote its tail).
+(tests/conftest.py calls it at the end of every test module, so failures leave nothing
+running). Each process logs to a temporary file (``Proc.log``; failure messages quote its tail).
 """
 
 from __future__ import annotations

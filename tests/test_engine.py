@@ -16,6 +16,8 @@ import pytest
 
 from llama_cpp import Llama, LogitsProcessorList
 
+from chat_samples import FINAL as ANSWER
+from chat_samples import TOOL_CALL, USER, WEATHER
 from llama_harmony.engine import (
     ContextOverflowError,
     HarmonyChatHandler,
@@ -28,17 +30,6 @@ from llama_harmony.openai_format import OpenAIFormatError
 from llama_harmony.tiny_model import ForcedTokens
 
 N_CTX = 1024
-
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Get the weather for a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-USER = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-ANSWER = ("<|channel|>analysis<|message|>User asks for a greeting. Say hello.<|end|>"
-          "<|start|>assistant<|channel|>final<|message|>Hello there, friend!<|return|>")
-TOOL_CALL = ("<|channel|>analysis<|message|>Need to use function get_weather.<|end|>"
-             "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
-             '<|message|>{"city":"Paris"}<|call|>')
 
 
 @pytest.fixture(scope="session")

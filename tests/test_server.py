@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
 import os
 import signal
 import subprocess
@@ -26,6 +25,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chat_samples import (FINAL, USER, WEATHER, check_model_names, check_tool_call_then_final_turn, client,
+                          logprobs_both_ways)
+from chat_samples import replay  # noqa: F401 - a fixture (over this module's engine fixture)
 from llama_harmony.engine import HarmonyEngine
 from llama_harmony.replay import Replay
 from llama_harmony.server import BackgroundServer, ServerConfig, create_app
@@ -33,19 +35,6 @@ from llama_harmony.server import BackgroundServer, ServerConfig, create_app
 HOST = "127.0.0.1"
 N_CTX = 4096
 MODEL = "tiny-gpt-oss"
-
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Get the weather for a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-USER = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-FINAL = ("<|channel|>analysis<|message|>User asks for a greeting. Say hello.<|end|>"
-         "<|start|>assistant<|channel|>final<|message|>Hello there, friend!<|return|>")
-TOOL_CALL = ("<|channel|>analysis<|message|>Need to use function get_weather.<|end|>"
-             "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
-             '<|message|>{"city":"Paris"}<|call|>')
-AFTER_TOOL = ("<|channel|>analysis<|message|>The tool says sunny.<|end|>"
-              "<|start|>assistant<|channel|>final<|message|>It is sunny in Paris.<|return|>")
 
 
 # ================================================================================================
@@ -67,21 +56,6 @@ def srv(engine):
     s = _start(engine, aliases=("gpt-oss-alias",), queue_timeout=60)
     yield s
     s.stop()
-
-
-@pytest.fixture()
-def replay(engine):
-    """Set the engine's replay for one test (cleared afterwards)."""
-    def set_replay(*texts: str) -> Replay:
-        engine.replay = Replay(list(texts))
-        return engine.replay
-
-    yield set_replay
-    engine.replay = None
-
-
-def client(s: BackgroundServer, key: str = "unused", **kw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=s.url + "/v1", api_key=key, max_retries=0, **kw)
 
 
 def raw(s: BackgroundServer, method: str, path: str, body: Optional[bytes] = None,
@@ -143,37 +117,8 @@ def sse_events(data: bytes) -> List[Any]:
 # The stack: official client, streaming, tools, replay, usage, docs
 # ================================================================================================
 
-def test_replayed_tool_call_and_final_turn_through_openai_client(srv, replay, engine):
-    replay(TOOL_CALL, AFTER_TOOL)
-    c = client(srv)
-    r = c.chat.completions.create(model=MODEL, messages=USER, tools=[WEATHER])
-    choice = r.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert choice.message.content is None
-    assert choice.message.reasoning_content == "Need to use function get_weather."
-    (call,) = choice.message.tool_calls
-    assert call.function.name == "get_weather" and call.function.arguments == '{"city":"Paris"}'
-    assert r.usage.completion_tokens == len(engine.encoding.encode(TOOL_CALL, allowed_special="all"))
-
-    messages = USER + [choice.message.model_dump(exclude_none=True),
-                       {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'}]
-    stream = c.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER], stream=True,
-                                       stream_options={"include_usage": True})
-    content, reasoning, finish, usage, n_chunks = "", "", None, None, 0
-    for chunk in stream:
-        n_chunks += 1
-        if chunk.usage is not None:
-            usage = chunk.usage
-        if not chunk.choices:
-            continue
-        d = chunk.choices[0].delta
-        content += d.content or ""
-        reasoning += getattr(d, "reasoning_content", None) or ""
-        finish = chunk.choices[0].finish_reason or finish
-    assert (content, reasoning, finish) == ("It is sunny in Paris.", "The tool says sunny.", "stop")
-    assert n_chunks > 8  # one event per parser delta
-    # The second turn continues the first: the model's own call ids were spliced in, the cache kept.
-    assert usage.prompt_tokens_details.cached_tokens >= r.usage.prompt_tokens + r.usage.completion_tokens - 1
+def test_replayed_tool_call_and_final_turn_through_openai_client(srv, replay, enc):
+    check_tool_call_then_final_turn(client(srv), MODEL, replay, enc)
 
 
 def test_replay_exhausted_is_a_clear_503(srv, replay):
@@ -198,18 +143,7 @@ def test_openapi_and_docs(srv):
 
 
 def test_models_health_and_model_check(srv, replay):
-    c = client(srv)
-    assert [m.id for m in c.models.list().data] == [MODEL, "gpt-oss-alias"]
-    assert c.models.retrieve("gpt-oss-alias").id == "gpt-oss-alias"
-    with pytest.raises(openai.NotFoundError) as e:
-        c.models.retrieve("anything")
-    assert e.value.body["code"] == "model_not_found"
-    with pytest.raises(openai.NotFoundError) as e:
-        c.chat.completions.create(model="anything", messages=USER)
-    assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
-    replay(FINAL)
-    r = c.chat.completions.create(model="gpt-oss-alias", messages=USER)
-    assert r.model == MODEL and r.choices[0].message.content == "Hello there, friend!"
+    check_model_names(client(srv), MODEL, "gpt-oss-alias", replay)
     status, _, data = raw(srv, "GET", "/health")
     health = json.loads(data)
     assert status == 200 and health["status"] == "ok" and health["model"] == MODEL
@@ -514,47 +448,9 @@ def test_headerless_output_streams_as_it_comes(srv, engine):
 # Log-probabilities
 # ================================================================================================
 
-def _expected_logprobs(tiny_path, prompt: List[int], generated: List[int], k: int):
-    """log-softmax of llama.cpp's logits for each generated id, computed directly."""
-    import numpy as np
-    from llama_cpp import Llama
-
-    llm = Llama(str(tiny_path), n_ctx=N_CTX, n_batch=512, n_threads=2, logits_all=True, verbose=False)
-    try:
-        llm.eval(prompt + generated)
-        scores = np.array(llm.scores[: len(prompt) + len(generated)], dtype=np.float64)
-    finally:
-        llm.close()
-    out = []
-    for i, tok in enumerate(generated):
-        row = scores[len(prompt) + i - 1]
-        lse = row.max() + math.log(np.exp(row - row.max()).sum())
-        top = np.argsort(-row, kind="stable")[:k]
-        out.append((row[tok] - lse, [(int(t), row[t] - lse) for t in top]))
-    return out
-
-
 def test_logprobs_match_llama_cpp(srv, replay, engine, enc, tiny_path):
-    replay("<|channel|>final<|message|>Hello there, friend!<|return|>")
-    r = client(srv).chat.completions.create(model=MODEL, messages=USER, logprobs=True, top_logprobs=3)
-    entries = r.choices[0].logprobs.content
-    generated = list(engine.last_completion_ids)
-    content_ids = enc.encode("Hello there, friend!")
-    assert [e.token for e in entries] == [enc.decode([t]) for t in content_ids]
-    assert all(e.logprob <= 0 and len(e.top_logprobs) == 3 for e in entries)
-    assert all(e.bytes == list(enc.decode_bytes([t])) for e, t in zip(entries, content_ids))
-    expected = _expected_logprobs(tiny_path, list(engine.last_prompt_ids), generated, 3)
-    offset = generated.index(content_ids[0])
-    for j, e in enumerate(entries):
-        lp, top = expected[offset + j]
-        assert e.logprob == pytest.approx(lp, abs=2e-3)
-        assert [t.logprob for t in e.top_logprobs] == pytest.approx([x for _, x in top], abs=2e-3)
-        assert [t.token for t in e.top_logprobs] == [enc.decode([t]) for t, _ in top]
-
-    replay("<|channel|>final<|message|>Hello there, friend!<|return|>")
-    stream = client(srv).chat.completions.create(model=MODEL, messages=USER, logprobs=True, top_logprobs=3,
-                                                 stream=True)
-    streamed = [e for ch in stream if ch.choices and ch.choices[0].logprobs for e in ch.choices[0].logprobs.content]
+    entries, streamed = logprobs_both_ways(client(srv), MODEL, replay, engine, enc, model_path=tiny_path,
+                                           tolerance=2e-3, n_ctx=N_CTX)
     assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in entries]
     replay(FINAL)
     plain = client(srv).chat.completions.create(model=MODEL, messages=USER)

@@ -34,6 +34,7 @@ from llama_harmony.upstream import (
     completion_request,
     forced_completion,
     forced_completion_grammar,
+    forced_segments,
 )
 
 CTX_PER_SLOT = 2048
@@ -61,12 +62,6 @@ async def collect(gen):
 
 
 # ------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _kill_processes():
-    yield
-    procs.kill_all()
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +98,9 @@ def test_request_fields_and_bad_arguments():
     assert body["logit_bias"] == [[5, 2.0], [6, False]]
     assert body["n_probs"] == 1 and body["post_sampling_probs"] is False
     assert body["mirostat"] == 2 and body["typical_p"] == 0.9
+    # greedy: top_k 1 (the same id as llama.cpp's greedy rule, without a softmax over the vocabulary)
+    assert completion_request([1], SamplingParams(temperature=0.0, top_k=0))["top_k"] == 1
+    assert completion_request([1], forced_completion([5, 200002]))["top_k"] == 1
     for params, field in [(SamplingParams(temperature=-1), "temperature"), (SamplingParams(top_p=2), "top_p"),
                           (SamplingParams(top_k=-1), "top_k"), (SamplingParams(seed=2 ** 40), "seed"),
                           (SamplingParams(max_tokens=0), "max_tokens"), (SamplingParams(logprobs=21), "logprobs"),
@@ -135,6 +133,26 @@ def test_forced_completion_grammar_shape():
         forced_completion_grammar([1, 200012, 200002])
     with pytest.raises(ValueError, match=r"ids\[1\] \(160\).*split"):
         forced_completion_grammar([17, LEAD_BYTE, 17, 200002])
+
+
+def test_forced_segments_shape():
+    """Runs of forcible ids go as one grammar each; an id the grammar rejects goes alone, by bias."""
+    (ids, p), = forced_segments([200005, 17, 200002])
+    assert ids == [200005, 17, 200002] and p == forced_completion([200005, 17, 200002])
+    # [17, lead byte, lead byte, 17] + <|return|>: the lead bytes each alone (a fresh grammar
+    # cannot take the second either), then the rest with the end-of-generation bias
+    segs = forced_segments([17, LEAD_BYTE, LEAD_BYTE, 17, 200002], logprobs=2)
+    assert [ids for ids, _ in segs] == [[17], [LEAD_BYTE], [LEAD_BYTE], [17, 200002]]
+    assert segs[0][1].grammar == "root ::= <[17]>\n" and segs[0][1].max_tokens == 1 and not segs[0][1].logit_bias
+    assert segs[1][1].grammar is None and segs[1][1].logit_bias == {LEAD_BYTE: 1000.0}
+    assert segs[3][1] == forced_completion([17, 200002], logprobs=2)
+    assert all(p.temperature == 0.0 and p.logprobs == 2 for _, p in segs)
+    # without an end-of-generation id, generation stops after the last id
+    assert [ids for ids, _ in forced_segments([LEAD_BYTE, 17])] == [[LEAD_BYTE], [17]]
+    with pytest.raises(ValueError, match="only come last"):
+        forced_segments([1, 200012, 200002])
+    with pytest.raises(ValueError, match="ids"):
+        forced_segments([])
 
 
 # ------------------------------------------------------------------------------------ generation

@@ -17,8 +17,8 @@ loop, made on first use); synchronous callers go through a private event-loop th
 What maps to llama-server: every :class:`SamplingParams` field (see
 :func:`llama_harmony.upstream.completion_request`); constrained bodies (JSON Schemas) go as
 llama-server's ``json_schema``; forbidding special ids as ``logit_bias`` ``false``; forced
-completions (replay mode) as a grammar of token terminals
-(:func:`llama_harmony.upstream.forced_completion`). llama-cpp-python logits processors run
+completions (replay mode) as grammars of token terminals, split into several generations
+where llama.cpp's grammar cannot force an id (:func:`llama_harmony.upstream.forced_segments`). llama-cpp-python logits processors run
 in-process only: passing one here raises ``TypeError``.
 """
 
@@ -43,13 +43,23 @@ RETURN_ID = 200002
 
 class _Stream:
     """One generation through the pool: an async iterator of steps that keeps the pool's
-    :class:`~llama_harmony.upstream.Generation` (its ``cached_tokens`` once done)."""
+    :class:`~llama_harmony.upstream.Generation` (``cached_tokens`` of the prompt once done).
 
-    def __init__(self, backend: "UpstreamBackend", prompt_ids: Sequence[int], params: SamplingParams):
+    ``plan``: the generations to run one after the other, each ``(expected ids or None,
+    params)``; a later one continues after every id emitted so far (forced completions that
+    llama.cpp's grammar cannot force in one go, see
+    :func:`~llama_harmony.upstream.forced_segments`)."""
+
+    def __init__(self, backend: "UpstreamBackend", prompt_ids: Sequence[int],
+                 plan: Sequence[Tuple[Optional[List[int]], SamplingParams]]):
         self._backend = backend
         self._prompt = list(prompt_ids)
-        self._params = params
+        self._plan = list(plan)
         self._gen: Any = None
+        self._expected: Optional[List[int]] = None
+        self._emitted: List[int] = []
+        self._pos = 0
+        self._started = 0
         self.cached_tokens: Optional[int] = None
         self.replica: Optional[str] = None
 
@@ -57,22 +67,46 @@ class _Stream:
         return self
 
     async def __anext__(self) -> TokenStep:
-        if self._gen is None:
-            pool = await self._backend.pool()
-            self._gen = pool.generate(self._prompt, self._params)
-        try:
-            step = await self._gen.__anext__()
-        except StopAsyncIteration:
-            self._note()
-            raise
-        return step
+        while True:
+            if self._gen is None:
+                if not self._plan:
+                    raise StopAsyncIteration
+                self._expected, params = self._plan.pop(0)
+                self._pos = 0
+                pool = await self._backend.pool()
+                self._gen = pool.generate(self._prompt + self._emitted, params)
+                self._started += 1
+            try:
+                step = await self._gen.__anext__()
+            except StopAsyncIteration:
+                self._note()
+                if self._expected is not None and self._pos != len(self._expected):
+                    self._mismatch(f"ended after {self._pos} of {len(self._expected)} forced ids")
+                if not self._plan:
+                    raise
+                self._gen = None
+                continue
+            if self._expected is not None:
+                if self._pos >= len(self._expected) or step.id != self._expected[self._pos]:
+                    self._mismatch(f"emitted id {step.id} where the forced completion has "
+                                   f"{self._expected[self._pos] if self._pos < len(self._expected) else 'no more'}")
+                self._pos += 1
+            self._emitted.append(step.id)
+            return step
+
+    def _mismatch(self, what: str) -> None:
+        from .upstream import UpstreamProtocolError
+
+        raise UpstreamProtocolError(self._gen.replica or ",".join(self._backend.urls), what)
 
     def _note(self) -> None:
         if self._gen is not None:
-            self.cached_tokens = self._gen.cached_tokens
+            if self._started == 1:  # the prompt's cache figure (later parts continue it)
+                self.cached_tokens = self._gen.cached_tokens
             self.replica = self._gen.replica
 
     async def aclose(self) -> None:
+        self._plan = []
         if self._gen is not None:
             await self._gen.aclose()
             self._note()
@@ -203,7 +237,7 @@ class UpstreamBackend:
         return {"json_schema": dict(schema)}
 
     def _params(self, params: SamplingParams, *, processors: Sequence[Any], grammar: Any,
-                forced: Optional[Sequence[int]], mask_specials: bool) -> SamplingParams:
+                mask_specials: bool) -> SamplingParams:
         if processors:
             raise TypeError("logits processors run in-process only (llama-cpp-python); an upstream "
                             "llama-server cannot call Python code")
@@ -221,26 +255,33 @@ class UpstreamBackend:
                 if i not in EOG_IDS:
                     bias[i] = float("-inf")
             params = replace(params, logit_bias=bias)
-        if forced is not None:
-            from .upstream import forced_completion
-
-            ids = list(forced)
-            if not ids or ids[-1] not in EOG_IDS:
-                ids.append(RETURN_ID)
-            f = forced_completion(ids, logprobs=params.logprobs)
-            params = replace(params, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                             grammar=f.grammar, json_schema=None,
-                             logit_bias={**params.logit_bias, **f.logit_bias},
-                             max_tokens=min(params.max_tokens or len(ids), len(ids)))
         return params
+
+    @staticmethod
+    def _forced_plan(forced: Sequence[int], params: SamplingParams) -> List[Tuple[Optional[List[int]], SamplingParams]]:
+        """The generations that emit ``forced`` exactly (then ``<|return|>``, as in-process),
+        cut at ``max_tokens``. The request's sampling settings do not apply: the output is
+        given."""
+        from .upstream import forced_segments
+
+        ids = [int(t) for t in forced]
+        if not ids or ids[-1] not in EOG_IDS:
+            ids.append(RETURN_ID)
+        if params.max_tokens is not None:
+            ids = ids[:max(1, params.max_tokens)]
+        return [(seg, p) for seg, p in forced_segments(ids, logprobs=params.logprobs)]
 
     def agenerate(self, prompt_ids: Sequence[int], params: SamplingParams, *, processors: Sequence[Any] = (),
                   grammar: Any = None, forced: Optional[Sequence[int]] = None,
                   mask_specials: bool = False) -> _Stream:
         """Sample after ``prompt_ids`` on the running event loop's pool: an async iterator of
-        steps (``aclose()`` stops the upstream generation); ``cached_tokens`` once it ended."""
-        return _Stream(self, prompt_ids, self._params(params, processors=processors, grammar=grammar,
-                                                       forced=forced, mask_specials=mask_specials))
+        steps (``aclose()`` stops the upstream generation); ``cached_tokens`` once it ended.
+        ``forced`` ids are emitted exactly (replay mode), in one generation or, when they
+        split characters over several ids, in a few."""
+        params = self._params(params, processors=processors, grammar=grammar, mask_specials=mask_specials)
+        if forced is not None:
+            return _Stream(self, prompt_ids, self._forced_plan(forced, params))
+        return _Stream(self, prompt_ids, [(None, params)])
 
     # -- synchronous use (the Python API) -----------------------------------------------------------
 

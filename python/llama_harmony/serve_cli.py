@@ -112,8 +112,11 @@ def _connect_upstreams(args: argparse.Namespace) -> Any:
     except ImportError as exc:
         raise UsageError(f"--upstream needs the [server] extra (httpx): {exc}") from None
     try:
+        # A stalled upstream is found by a stream's silence, then a /health that does not
+        # answer: both bounded by --upstream-timeout (health checks by at most 5 s).
         return HarmonyEngine.from_upstream(args.upstream, api_key=args.upstream_api_key, wait=args.upstream_wait,
-                                           read_timeout=args.upstream_timeout)
+                                           read_timeout=args.upstream_timeout,
+                                           health_timeout=min(5.0, args.upstream_timeout))
     except ValueError as exc:
         raise UsageError(f"--upstream: {exc}") from None
     except UpstreamError as exc:

@@ -81,6 +81,9 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *, sock: Optional
     state = app.state.server
     # uvicorn's own start/stop lines say nothing our log line does not; its errors still show.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    # Nor do httpx's lines for each request to an upstream (gateway mode: every generation and
+    # every health check); failures show in our log line and in /metrics.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if not is_loopback(host) and not state.config.api_keys:
         log.warning("listening on %s, which is not a loopback address, WITHOUT an API key: anyone who can reach "
                     "this port can use the model. Set --api-key (or LLAMA_HARMONY_API_KEY), or bind 127.0.0.1.",
