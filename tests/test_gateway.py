@@ -30,7 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import llama_server_procs as procs
-from chat_samples import (AFTER_TOOL, FINAL, USER, check_model_names, check_tool_call_then_final_turn, client,
+from chat_samples import (AFTER_TOOL, FINAL, TOOL_CALL, USER, check_model_names, check_tool_call_then_final_turn, client,
                           logprobs_both_ways, stream_text)
 from chat_samples import replay  # noqa: F401 - a fixture (over this module's engine fixture)
 from llama_harmony.engine import HarmonyEngine
@@ -552,3 +552,36 @@ def test_serve_sigterm_ends_streams_with_finish_reason_and_done(tiny_path):
     assert len(decoded) == 1 and decoded[0] < 1500, decoded
     up.kill()
 
+
+
+def test_responses_api_and_python_tool_in_gateway_mode(engine, replay, enc):
+    """The Responses API works the same over llama-server: a function call and its answer
+    through previous_response_id (cached upstream), and a python call run in the sandbox whose
+    output reaches the model's next generation."""
+    from llama_harmony.server import ResponsesRuntime
+    from llama_harmony.tools.python_tool import PythonTool
+
+    weather = {"type": "function", "name": "get_weather",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    app = create_app(engine, ServerConfig(model_name=MODEL), responses=ResponsesRuntime(python_tool=PythonTool()))
+    with BackgroundServer(app) as s:
+        c = client(s)
+        replay(TOOL_CALL, AFTER_TOOL)
+        r1 = c.responses.create(model=MODEL, input=USER[0]["content"], tools=[weather])
+        call = r1.output[-1]
+        assert (call.type, call.name, call.arguments) == ("function_call", "get_weather", '{"city":"Paris"}')
+        r2 = c.responses.create(model=MODEL, previous_response_id=r1.id, tools=[weather],
+                                input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+        assert r2.output_text == "It is sunny in Paris."
+        assert r2.usage.input_tokens_details.cached_tokens >= r1.usage.input_tokens
+
+        replay("<|channel|>analysis<|message|>Compute.<|end|><|start|>assistant<|channel|>analysis to=python code"
+               "<|message|>print(6*7)<|call|>",
+               "<|channel|>final<|message|>42.<|return|>")
+        events = list(c.responses.create(model=MODEL, input="6*7?", stream=True,
+                                         tools=[{"type": "code_interpreter", "container": {"type": "auto"}}]))
+        final = events[-1].response
+        assert events[-1].type == "response.completed" and final.output_text == "42."
+        ci = next(o for o in final.output if o.type == "code_interpreter_call")
+        assert ci.outputs[0].logs.strip() == "42"
+        assert "<|start|>python to=assistant<|channel|>analysis<|message|>42" in enc.decode(engine.last_prompt_ids)
