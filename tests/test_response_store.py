@@ -11,13 +11,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
 from llama_harmony.response_store import RecordTooLarge, ResponseStore, ResponseStoreError
 
-PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 
 
 def size(id: str, record: dict) -> int:
@@ -131,8 +129,8 @@ def test_threads(make):
 
 
 def _in_subprocess(code: str, **kw) -> subprocess.Popen:
-    prelude = f"import sys\nsys.path.insert(0, {str(PYTHON_DIR)!r})\n"
-    return subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(code)], **kw)
+    """``code`` in a new process of this interpreter (it imports the llama_harmony under test)."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], **kw)
 
 
 def test_records_survive_a_restart(tmp_path):

@@ -278,9 +278,7 @@ def test_sandbox_yields_cpu_and_is_killed_first_on_oom(box):
 
 def test_sandbox_dies_with_the_server(tmp_path):
     """SIGKILL the process running a sandbox: its bwrap and everything inside go too."""
-    server = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT / "python")!r})
+    server = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         from llama_harmony.tools.sandbox import PythonSandbox, SandboxLimits
         PythonSandbox(SandboxLimits(wall_seconds=100)).run("import time\\ntime.sleep(100)")
         """)])
