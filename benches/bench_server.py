@@ -1,6 +1,6 @@
 """Server benchmark: what the HTTP stack costs per generated token.
 
-The same 400-token completion (replayed through real llama.cpp on the tiny gpt-oss model, so
+The same completion of 400 words, ~800 tokens (replayed through real llama.cpp on the tiny gpt-oss model, so
 every run evaluates the same ids) is streamed
 
 * straight from the engine (``HarmonyEngine.create_chat_completion(stream=True)``, no HTTP);
@@ -128,8 +128,13 @@ def main() -> int:
         old.shutdown()
         old.server_close()
 
+    try:
+        import httptools  # noqa: F401  (uvicorn's http="auto" picks it when it is installed)
+        parser = "httptools"
+    except ImportError:
+        parser = "h11 (httptools is not installed)"
     print(f"\n{n_tokens} generated tokens per request, {args.rounds} rounds, tiny gpt-oss model, "
-          f"{args.threads} llama.cpp thread(s)\n")
+          f"{args.threads} llama.cpp thread(s), uvicorn's HTTP parser: {parser}\n")
     print(f"{'path':<28} {'median':>10} {'per token':>11}")
     med = {name: statistics.median(ts) for name, ts in times.items()}
     for name, m in med.items():
