@@ -8,6 +8,8 @@
 #      ~8 min on 2 cores the first time, cached in ~/.cache/llama-harmony, seconds after), and
 #      install bubblewrap for the python tool's sandbox;
 #   5. pytest against the installed wheel (not the source tree);
+#   5b. the reference's own test file (openai-harmony 0.0.8's tests/test_harmony.py, from its
+#      sdist on PyPI, hash-checked) against the installed wheel, its imports swapped;
 #   6. smoke-test the same wheel on the oldest and the newest CPython found (pyenv 3.9, 3.13)
 #      from an empty HOME with no network;
 #   7. build the sdist and check that `pip install` of it builds and works;
@@ -92,6 +94,47 @@ python_tests() {
   LLAMA_HARMONY_TEST_INSTALLED=1 .venv-test/bin/python -m pytest -q -p no:cacheprovider "$@"
 }
 
+# The reference's sdist (PyPI), checked by its SHA-256; only its tests/ and test-data/ are used.
+REFERENCE_SDIST=openai_harmony-0.0.8.tar.gz
+REFERENCE_SDIST_SHA256=6e43f98e6c242fa2de6f8ea12eab24af63fa2ed3e89c06341fb9d92632c5cbdf
+# The one test of that file we fail on purpose (README, "Drop-in for openai_harmony"): it expects
+# pydantic's ValidationError class where we raise a TypeError with the same message.
+REFERENCE_EXPECTED_FAILURE=test_decode_utf8_invalid_token
+
+reference_suite() {
+  step "the reference's own tests/test_harmony.py (openai-harmony 0.0.8) against the installed wheel, imports swapped"
+  local dir src log
+  dir="$(mktemp -d)"
+  # --no-binary for this one package only: its build backend's own wheels are used to read the
+  # sdist's metadata (seconds; pip's cache keeps the download)
+  .venv-test/bin/python -m pip download --quiet --no-deps --no-binary openai-harmony \
+    "openai-harmony==0.0.8" -d "$dir/dl"
+  echo "$REFERENCE_SDIST_SHA256  $dir/dl/$REFERENCE_SDIST" | sha256sum --check --quiet
+  tar -xzf "$dir/dl/$REFERENCE_SDIST" -C "$dir"
+  src="$dir/${REFERENCE_SDIST%.tar.gz}"
+  mkdir -p "$dir/swap/tests"
+  cp -r "$src/test-data" "$dir/swap/"
+  sed 's/^from openai_harmony import /from llama_harmony import /' "$src/tests/test_harmony.py" \
+    >"$dir/swap/tests/test_harmony.py"
+  if grep -n 'openai_harmony' "$dir/swap/tests/test_harmony.py"; then
+    echo "the swapped test file still names openai_harmony (above)"; exit 1
+  fi
+  log="$dir/pytest.log"
+  (cd "$dir/swap" && "$ROOT/.venv-test/bin/python" -m pytest -q -p no:cacheprovider \
+    -rf tests/test_harmony.py >"$log" 2>&1) || true
+  tail -n 5 "$log"
+  local failed
+  failed="$(grep -E '^FAILED ' "$log" | sed -E 's/^FAILED [^:]+::([A-Za-z0-9_]+).*/\1/' | sort -u | tr '\n' ' ')"
+  # the file is pinned by its hash: 42 tests, all passing but the one
+  if [ "$failed" != "$REFERENCE_EXPECTED_FAILURE " ] || ! grep -qE '^1 failed, 41 passed' "$log"; then
+    cat "$log"
+    echo "the reference's tests: expected exactly one failure ($REFERENCE_EXPECTED_FAILURE), got: ${failed:-none}"
+    exit 1
+  fi
+  echo "reference tests: 41 of 42 pass; the one documented difference failed as expected ($REFERENCE_EXPECTED_FAILURE)"
+  rm -rf "$dir"
+}
+
 smoke_other_pythons() {
   step "smoke test of the wheel on the oldest and newest CPython (empty HOME, no network)"
   local minor py venv home
@@ -158,6 +201,7 @@ main() {
   build_llama_server
   sandbox
   python_tests "$@"
+  reference_suite
   smoke_other_pythons
   sdist_check
   fuzz
