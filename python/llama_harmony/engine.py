@@ -833,6 +833,10 @@ class HarmonyEngine:
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], *, stream: Literal[True],
                                **kwargs: Any) -> Iterator[Dict[str, Any]]: ...
 
+    @overload
+    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], *, stream: bool,
+                               **kwargs: Any) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]: ...
+
     def create_chat_completion(
         self,
         messages: Sequence[Mapping[str, Any]],
