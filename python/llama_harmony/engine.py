@@ -111,8 +111,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Literal, Mapping, Optional,
-                    Sequence, Tuple, Union, overload)
+from typing import (Any, AsyncGenerator, AsyncIterator, Callable, Deque, Dict, Iterator, List, Literal, Mapping,
+                    Optional, Sequence, Tuple, Union, overload)
 
 from . import HarmonyEncodingName, Role, StreamableParser, load_harmony_encoding
 from .openai_output import ChunkStream, ParsedDelta, ParserTracker, logprob_entry, message_kind, new_completion_id
@@ -454,7 +454,7 @@ class Turn:
             gen.close()
         yield self._end()
 
-    async def _native_aevents(self) -> AsyncIterator[TurnEvent]:
+    async def _native_aevents(self) -> AsyncGenerator[TurnEvent, None]:
         """The generation on an asynchronous backend (llama-server replicas), in this event
         loop: cancelling the consumer's task cancels the upstream request."""
         backend = self.engine.backend
@@ -498,7 +498,7 @@ class Turn:
             self._finish_worker()
         yield self._end()
 
-    async def aevents(self) -> AsyncIterator[TurnEvent]:
+    async def aevents(self) -> AsyncGenerator[TurnEvent, None]:
         """:meth:`events` from asyncio. On an in-process backend the generation runs in a worker
         thread and its events are handed to the event loop as they come; on an asynchronous
         backend (llama-server) it runs in this loop. Leaving the loop early (``break``, an
