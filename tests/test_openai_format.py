@@ -552,3 +552,24 @@ def test_tracker_recovers_from_a_raising_parser(enc, text, pieces):
     # without a factory everything after the error is stray text
     tracker, cs, chunks, _ = _track(enc, MALFORMED[0][0], strict=True, factory=False)
     assert "Stray words" in cs.message["content"] and "Done." in cs.message["content"]
+
+
+class RaisesAtStart(CompatOnly):
+    """A parser that rejects ``<|start|>`` itself (the native one never does; another parser may)."""
+
+    def process(self, token):
+        if token == 200006:
+            raise ValueError("unexpected <|start|>")
+        return self._p.process(token)
+
+
+@pytest.mark.parametrize("factory", [True, False], ids=["factory", "no-factory"])
+def test_tracker_survives_a_parser_that_rejects_start(enc, factory):
+    # the error is at <|start|> itself: with a factory the tracker resyncs there; without one
+    # (no parser to restart) everything after the error is stray text, no exception escapes
+    text = ("<|channel|>analysis<|message|>Thinking.<|end|>"
+            "<|start|>assistant<|channel|>final<|message|>Done.<|return|>")
+    tracker, cs, chunks, _ = _track(enc, text, wrap=RaisesAtStart, strict=True, factory=factory)
+    assert isinstance(tracker.error, ValueError)
+    assert cs.message["reasoning_content"] == "Thinking."
+    assert "Done." in cs.message["content"] and "<|" not in cs.message["content"]

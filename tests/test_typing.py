@@ -1,6 +1,7 @@
 """Type checkers see the API as it runs: the model objects are dataclasses (keyword
 construction is checked field by field), the package ships ``py.typed`` and the ``_core``
-stubs, and the engine's lazily loaded names are visible to them. Runs mypy on a small file."""
+stubs, and the engine's lazily loaded names are visible to them. Runs mypy on a small file, and
+on the whole package (no error)."""
 from __future__ import annotations
 
 import subprocess
@@ -51,3 +52,22 @@ def test_mypy_checks_keyword_construction(tmp_path):
     lines = [line.split(":")[1] for line in out.stdout.splitlines() if ": error: " in line]
     source = src.read_text().splitlines()
     assert [source[int(n) - 1].split(" =")[0] for n in lines] == ["bad1", "bad2"]
+
+
+def test_the_package_type_checks(tmp_path):
+    """The package as users get it (``py.typed``: their checkers read its annotations) passes mypy
+    with no error: ``-p llama_harmony`` checks the copy this interpreter imports (the installed
+    wheel in CI), under the repository's own mypy configuration."""
+    from pathlib import Path
+
+    import llama_harmony
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "-p", "llama_harmony", "--cache-dir", str(tmp_path / "cache"),
+         "--config-file", str(root / "pyproject.toml"), "--verbose"],
+        capture_output=True, text=True, timeout=600, cwd=root)
+    checked = {line.split("path='", 1)[1].split("'", 1)[0] for line in out.stderr.splitlines()
+               if "Found source:" in line and "module='llama_harmony'" in line}
+    assert checked == {llama_harmony.__file__}, checked  # mypy checked the llama_harmony under test
+    assert out.returncode == 0 and out.stdout.startswith("Success:"), out.stdout + out.stderr[-2000:]

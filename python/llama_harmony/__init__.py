@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import TYPE_CHECKING, AbstractSet, Any, Collection, Dict, Iterator, List, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, AbstractSet, Any, Collection, Dict, Iterator, List, Literal, Optional, Sequence, Union, cast
 
 from . import _core
 from ._core import HarmonyError, LimitExceeded, Limits
@@ -847,9 +847,10 @@ class HarmonyEncoding:
         """Render one message."""
         fn = False
         if render_options is not None:
-            fn = getattr(render_options, "conversation_has_function_tools", None)
-            if not isinstance(fn, bool):
+            has_tools = getattr(render_options, "conversation_has_function_tools", None)
+            if not isinstance(has_tools, bool):
                 raise TypeError(f"render_options must be a RenderOptions or None, not {_shown(render_options)}")
+            fn = has_tools
         if not (isinstance(message, Message) or _is_foreign(message, "Message")):
             raise TypeError(f"message must be a Message, not {_shown(message)}")
         return self._inner.render(message, fn, limits)
@@ -908,7 +909,8 @@ class HarmonyEncoding:
     @functools.cached_property
     def _special_ids(self) -> Dict[str, int]:
         """Special token name -> id (built on first use)."""
-        return {n: self._inner.special_token_id(n) for n in self._names}
+        # (every name in _names came from special_tokens(), so each has an id)
+        return {n: cast(int, self._inner.special_token_id(n)) for n in self._names}
 
     def _ids_of(self, names: Collection[str]) -> List[int]:
         """The ids of the special-token names among ``names`` (other strings are left out)."""

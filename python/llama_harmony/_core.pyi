@@ -1,5 +1,5 @@
 """Type stubs for the native module ``llama_harmony._core`` (Rust, PyO3)."""
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TypeVar
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Type, TypeVar
 
 __version__: str
 
@@ -168,8 +168,9 @@ _P = TypeVar("_P", bound="NativeParser")
 
 class NativeParser:
     """The native streaming parser (``StreamableParser`` subclasses it)."""
-    def __init__(self, role: Optional[str] = None, mode: str = "strict", limits: Optional[Limits] = None, token_history: Optional[int] = None) -> None:
-        """A parser whose header for ``role`` is open (None: expect ``<|start|>``), in ``mode``."""
+    def __new__(cls: Type[_P], role: Optional[str] = None, mode: str = "strict", limits: Optional[Limits] = None, token_history: Optional[int] = None) -> _P:
+        """A parser whose header for ``role`` is open (None: expect ``<|start|>``), in ``mode``
+        (the native class takes its arguments in ``__new__``)."""
     def process(self: _P, token: int) -> _P:
         """Feeds one id (the reference's API); returns the parser."""
     def process_eos(self: _P) -> _P:

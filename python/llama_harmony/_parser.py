@@ -120,6 +120,9 @@ class StreamableParser(_NativeParser):
     """
 
     __slots__ = ("_msgs", "_msg_base", "_repaired")
+    _msgs: List[Message]  # finished messages as Message objects (built once)
+    _msg_base: int  # stream index of self._msgs[0]
+    _repaired: List[bool]
 
     def __new__(
         cls,
@@ -136,9 +139,9 @@ class StreamableParser(_NativeParser):
         if mode not in MODES:
             raise ValueError(f"unknown parser mode {mode!r} (one of {', '.join(MODES)})")
         self = super().__new__(cls, _role_str(role), mode, _limits_of(encoding, limits), token_history)
-        self._msgs: List[Message] = []  # finished messages as Message objects (built once)
-        self._msg_base = 0  # stream index of self._msgs[0]
-        self._repaired: List[bool] = []
+        self._msgs = []
+        self._msg_base = 0
+        self._repaired = []
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO
 
 from . import serve_cli
 
@@ -40,7 +40,7 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors raised as UsageError (so main() can return 2)."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[override]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
 
@@ -626,7 +626,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
     say(style.cyan(style.bold("3. Replaying a recorded gpt-oss exchange: its tokens forced through llama.cpp, "
                               "then parsed")))
-    turns = []
+    turns: List[Dict[str, Any]] = []
     tool_call_id = d.TOOL_CALL_ID
     arguments = d.EXPECTED_TOOL_ARGUMENTS
     for n, text in ((1, d.TURN1_COMPLETION), (2, d.TURN2_COMPLETION)):
@@ -646,7 +646,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
                  for c in (msg.get("tool_calls") or [])]
         if calls:
             tool_call_id, arguments = calls[0]["id"] or tool_call_id, calls[0]["arguments"]
-        turn = {
+        turn: Dict[str, Any] = {
             "turn": n,
             "completion_text": text,
             "token_count": len(ids),

@@ -111,8 +111,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import (Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Literal, Mapping, Optional,
-                    Sequence, Tuple, Union, overload)
+from typing import (Any, AsyncGenerator, AsyncIterator, Callable, Deque, Dict, Iterator, List, Literal, Mapping,
+                    Optional, Sequence, Tuple, Union, overload)
 
 from . import HarmonyEncodingName, Role, StreamableParser, load_harmony_encoding
 from .openai_output import ChunkStream, ParsedDelta, ParserTracker, logprob_entry, message_kind, new_completion_id
@@ -176,6 +176,8 @@ class ContextOverflowError(ValueError):
 
 #: Why a generation ended (:attr:`TurnResult.stop_reason`).
 StopReason = Literal["eog", "max_tokens", "context", "stop", "cancelled", "shutdown", "error"]
+#: Why :meth:`Turn.stop` was called.
+StopRequest = Literal["stop", "cancelled", "shutdown"]
 
 
 @dataclass
@@ -263,7 +265,7 @@ class Turn:
         self.exchange = exchange
         self.result = TurnResult(prompt_tokens=len(self.prompt_ids),
                                  max_tokens=engine._max_tokens(len(self.prompt_ids), params.max_tokens))
-        self._stop: Optional[str] = None
+        self._stop: Optional[StopRequest] = None
         self._tracker: Optional[ParserTracker] = None
         self._started = False
         #: Set (from the worker thread) once an :meth:`aevents` generation has really ended.
@@ -274,7 +276,7 @@ class Turn:
 
     # -- control ---------------------------------------------------------------------------------
 
-    def stop(self, reason: str = "stop") -> None:
+    def stop(self, reason: StopRequest = "stop") -> None:
         """End the generation at the next token (thread-safe). ``reason``: ``"stop"`` (a stop
         string was seen), ``"cancelled"`` (the client left) or ``"shutdown"`` (the server is
         stopping: the output counts as cut, ``finish_reason "length"``)."""
@@ -332,6 +334,7 @@ class Turn:
     def _step(self, step: TokenStep, constrained: bool) -> Tuple[TurnEvent, Any]:
         """Parse one sampled id; returns its event and a constraint to switch to (or None)."""
         r, tracker = self.result, self._tracker
+        assert tracker is not None  # set by _begin()
         tok = step.id
         r.generated.append(tok)
         deltas = tracker.process(tok)
@@ -345,8 +348,9 @@ class Turn:
                 and len(r.generated) < r.max_tokens):
             channel, recipient = header
             mkind, name = message_kind(channel, recipient)
-            schema, label = None, None
-            if mkind == "tool" and self.schemas.get(name):
+            schema: Optional[dict] = None
+            label = ""
+            if mkind == "tool" and name is not None and self.schemas.get(name):
                 schema, label = self.schemas[name], f"tool:{name}"
             elif mkind == "content" and channel == "final" and self.response_schema is not None:
                 schema, label = self.response_schema, "response_format"
@@ -361,8 +365,10 @@ class Turn:
         if r.stop_reason is None:
             r.stop_reason = "max_tokens"
         cut = r.finish_reason == "length"
-        deltas = self._tracker.process_eos(length=cut)
-        r.repairs = list(self._tracker.repairs)
+        tracker = self._tracker
+        assert tracker is not None  # set by _begin()
+        deltas = tracker.process_eos(length=cut)
+        r.repairs = list(tracker.repairs)
         ex = self.exchange
         if ex is not None and r.eog in (CALL_ID, RETURN_ID) and r.stop_reason == "eog":
             ex.generated = list(r.generated)
@@ -448,7 +454,7 @@ class Turn:
             gen.close()
         yield self._end()
 
-    async def _native_aevents(self) -> AsyncIterator[TurnEvent]:
+    async def _native_aevents(self) -> AsyncGenerator[TurnEvent, None]:
         """The generation on an asynchronous backend (llama-server replicas), in this event
         loop: cancelling the consumer's task cancels the upstream request."""
         backend = self.engine.backend
@@ -492,7 +498,7 @@ class Turn:
             self._finish_worker()
         yield self._end()
 
-    async def aevents(self) -> AsyncIterator[TurnEvent]:
+    async def aevents(self) -> AsyncGenerator[TurnEvent, None]:
         """:meth:`events` from asyncio. On an in-process backend the generation runs in a worker
         thread and its events are handed to the event loop as they come; on an asynchronous
         backend (llama-server) it runs in this loop. Leaving the loop early (``break``, an
@@ -826,6 +832,10 @@ class HarmonyEngine:
     @overload
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], *, stream: Literal[True],
                                **kwargs: Any) -> Iterator[Dict[str, Any]]: ...
+
+    @overload
+    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], *, stream: bool,
+                               **kwargs: Any) -> Union[Dict[str, Any], Iterator[Dict[str, Any]]]: ...
 
     def create_chat_completion(
         self,

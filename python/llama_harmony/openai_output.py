@@ -178,6 +178,7 @@ class _Accumulator:
         text = d.text or ""
         if text:
             if self._kind == "tool":
+                assert self._call is not None  # (set by _begin for a tool message)
                 self._call["function"]["arguments"] += text
                 out.append({"tool_calls": [{"index": len(self.tool_calls) - 1, "function": {"arguments": text}}]})
             elif self._kind == "reasoning":
@@ -654,11 +655,11 @@ class ParserTracker:
         out += self._close_current()
         self._stray, self._stray_sent = lost, 0
         self._pending = []
-        if token is not None and token != 200006:
+        if token == 200006 and self._factory is not None:
+            out += self._resync(token)
+        elif token is not None:
             self._stray.append(token)
             out += self._stray_text()
-        elif token == 200006:
-            out += self._resync(token)
         else:
             out += self._stray_text(final=True)
         return out
@@ -667,6 +668,7 @@ class ParserTracker:
         """End the stray text and restart a fresh parser at this ``<|start|>``."""
         out = self._stray_text(final=True) + self._close_current()
         self._stray = None
+        assert self._factory is not None  # (both callers check)
         self.parser = self._factory()
         self._events = self._has_events(self.parser)
         self._base = self.n_done

@@ -449,7 +449,7 @@ def developer_message(instructions: Sequence[str], tools: Sequence[ToolDescripti
 
 def _is_function_message(msg: Message) -> bool:
     name = msg.recipient if msg.author.role == Role.ASSISTANT else msg.author.name
-    return bool(name) and name.startswith("functions.")
+    return name is not None and name.startswith("functions.")
 
 
 def drop_completed_reasoning(messages: Sequence[Message]) -> List[Message]:

@@ -364,13 +364,13 @@ def _input_messages(input: Any, call_names: Dict[str, str]) -> List[Message]:
             call_names[call_id] = name
             out.append(_function_call(name, args or "{}"))
         elif kind == "function_call_output":
-            call_id = item.get("call_id")
-            if not isinstance(call_id, str) or call_id not in call_names:
+            output_call_id = item.get("call_id")
+            if not isinstance(output_call_id, str) or output_call_id not in call_names:
                 known = ", ".join(repr(k) for k in call_names) or "none"
-                raise _error(f"{where}.call_id {call_id!r} matches no earlier function_call in the input or "
+                raise _error(f"{where}.call_id {output_call_id!r} matches no earlier function_call in the input or "
                              f"the previous response (known call ids: {known})", f"{where}.call_id")
             text = _parts_text(item.get("output", ""), where, "output", _TEXT_PARTS)
-            out.append(function_result_message(call_names[call_id], text))
+            out.append(function_result_message(call_names[output_call_id], text))
         elif kind == "code_interpreter_call":
             code = item.get("code") or ""
             if not isinstance(code, str):
@@ -852,7 +852,7 @@ class ResponseStream:
         out: List[Dict[str, Any]] = []
         if item.kind in ("reasoning", "message"):
             done = "response.reasoning_text.done" if item.kind == "reasoning" else "response.output_text.done"
-            extra = {} if item.kind == "reasoning" else {"logprobs": []}
+            extra: Dict[str, Any] = {} if item.kind == "reasoning" else {"logprobs": []}
             out.append(self._item_event(done, item, content_index=0, text=item.text, **extra))
             out.append(self._item_event("response.content_part.done", item, content_index=0, part=item.part()))
             item.status = final
@@ -1023,7 +1023,8 @@ class ResponseStream:
     def response(self) -> Dict[str, Any]:
         """The ``Response`` object as it stands (complete after :meth:`finish` / :meth:`fail`)."""
         req = self.request
-        text = req.get("text") if isinstance(req.get("text"), Mapping) else {}
+        text_field = req.get("text")
+        text: Mapping[str, Any] = text_field if isinstance(text_field, Mapping) else {}
         out: Dict[str, Any] = {
             "id": self.id,
             "object": "response",

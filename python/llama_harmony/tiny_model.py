@@ -285,6 +285,7 @@ def build_tiny_gpt_oss_gguf(
 
         rng = np.random.default_rng(seed)
         for name, shape, dtype, kind in plan:
+            arr: np.ndarray
             if kind == "ones":
                 arr = np.ones(shape, dtype=dtype)
             elif kind == "bias":

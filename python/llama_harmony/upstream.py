@@ -116,7 +116,7 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass, replace
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, AsyncGenerator, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import httpx
 
@@ -651,7 +651,7 @@ class LlamaServerReplica:
             await agen.aclose()
 
     async def _generate(self, prompt_ids: Sequence[int], params: SamplingParams,
-                        id_slot: Optional[int], outcome: _Outcome) -> AsyncIterator[TokenStep]:
+                        id_slot: Optional[int], outcome: _Outcome) -> AsyncGenerator[TokenStep, None]:
         """One attempt, with the bookkeeping (in flight, counters, health on failure)."""
         self.stats.in_flight += 1
         self.stats.requests += 1
@@ -709,7 +709,7 @@ class LlamaServerReplica:
             raise
 
     async def _stream_chunks(self, prompt_ids: Sequence[int], params: SamplingParams,
-                             id_slot: Optional[int], outcome: _Outcome, *, stream: bool) -> AsyncIterator[TokenStep]:
+                             id_slot: Optional[int], outcome: _Outcome, *, stream: bool) -> AsyncGenerator[TokenStep, None]:
         ping = max(1, int(self.read_timeout / 3)) if stream else -1
         body = completion_request(prompt_ids, params, stream=stream, id_slot=id_slot, ping_interval=ping)
         k = params.logprobs
@@ -871,7 +871,7 @@ def _finish(chunk: Mapping[str, Any], outcome: _Outcome) -> None:
     if timings.get("cache_n") is not None:
         outcome.cached_tokens = int(timings["cache_n"])
     outcome.truncated = bool(chunk.get("truncated"))
-    stop_type = chunk.get("stop_type")
+    stop_type: Any = chunk.get("stop_type")  # (a JSON string, or None: both looked up as they are)
     outcome.stop_reason = {"eos": "eos", "limit": "length", "word": "stop"}.get(stop_type, stop_type)
 
 
@@ -964,7 +964,7 @@ class Generation:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    async def _run(self) -> AsyncIterator[TokenStep]:
+    async def _run(self) -> AsyncGenerator[TokenStep, None]:
         pool = self._pool
         completion_request(self._prompt, self._params)  # bad arguments fail here, before routing
         chain = pool._memory_chain(self._prompt)

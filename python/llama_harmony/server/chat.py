@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncGenerator, AsyncIterator, Dict, List, Optional
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -158,7 +158,7 @@ async def _acquire(server: ServerState) -> bool:
 
 
 async def _sse(server: ServerState, request: Request, run: "_Rounds", first: Any,
-               events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+               events: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
     """The event stream: the role chunk, one event per delta, an error event if the backend
     failed mid-way, the final chunk (``finish_reason``, usage) and ``[DONE]``."""
     req = run.req
@@ -212,11 +212,11 @@ class _Rounds:
         self.builtins = builtins
         self.timing = timing
         self.rounds = 0
-        self.events_iter: Optional[AsyncIterator[Any]] = None
+        self.events_iter: Optional[AsyncGenerator[Any, None]] = None
         self.usage = Usage()
         self._session: Any = None
 
-    async def events(self, first: Any, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def events(self, first: Any, events: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
         """Every generation's events (message indexes continued across generations; the
         built-in calls left out)."""
         from ..engine import CALL_ID

@@ -28,7 +28,7 @@ at scrape time: ``llama_harmony_upstream_requests_total``, ``..._failures_total`
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -52,7 +52,7 @@ class _UpstreamCollector:
 
     def collect(self) -> Iterable[Any]:
         rows = list(self.source())
-        families = {
+        families: Dict[str, Union[CounterMetricFamily, GaugeMetricFamily]] = {
             "requests": CounterMetricFamily("llama_harmony_upstream_requests", "Generations sent to the upstream",
                                             labels=["upstream"]),
             "failures": CounterMetricFamily("llama_harmony_upstream_failures",

@@ -83,7 +83,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "LIMIT_NAMES",
@@ -594,7 +594,7 @@ class PythonSandbox:
             os.write(seccomp_w, program)
             os.close(seccomp_w)
             child_fds.append(seccomp_fd)
-        extra = {}
+        extra: Dict[str, Any] = {}
         if os.geteuid() == 0:
             extra = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
         start = time.monotonic()
