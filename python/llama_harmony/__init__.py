@@ -845,12 +845,9 @@ class HarmonyEncoding:
 
     def render(self, message: Message, render_options: Optional[RenderOptions] = None, *, limits: Optional[Limits] = None) -> List[int]:
         """Render one message."""
-        fn = False
-        if render_options is not None:
-            has_tools = getattr(render_options, "conversation_has_function_tools", None)
-            if not isinstance(has_tools, bool):
-                raise TypeError(f"render_options must be a RenderOptions or None, not {_shown(render_options)}")
-            fn = has_tools
+        fn = False if render_options is None else getattr(render_options, "conversation_has_function_tools", None)
+        if not isinstance(fn, bool):
+            raise TypeError(f"render_options must be a RenderOptions or None, not {_shown(render_options)}")
         if not (isinstance(message, Message) or _is_foreign(message, "Message")):
             raise TypeError(f"message must be a Message, not {_shown(message)}")
         return self._inner.render(message, fn, limits)

@@ -279,9 +279,10 @@ class Turn:
     def stop(self, reason: StopRequest = "stop") -> None:
         """End the generation at the next token (thread-safe). ``reason``: ``"stop"`` (a stop
         string was seen), ``"cancelled"`` (the client left) or ``"shutdown"`` (the server is
-        stopping: the output counts as cut, ``finish_reason "length"``)."""
+        stopping: the output counts as cut, ``finish_reason "length"``); any other value
+        counts as ``"cancelled"``."""
         if self._stop is None:
-            self._stop = reason
+            self._stop = reason if reason in ("stop", "cancelled", "shutdown") else "cancelled"
 
     @property
     def stopping(self) -> bool:
@@ -408,7 +409,7 @@ class Turn:
             r.eog, r.stop_reason = step.id, "eog"
             return True
         if self._stop is not None:
-            r.stop_reason = self._stop if self._stop in ("stop", "cancelled", "shutdown") else "cancelled"
+            r.stop_reason = self._stop
             return True
         if len(r.generated) >= r.max_tokens:
             r.stop_reason = "max_tokens"

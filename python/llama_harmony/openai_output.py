@@ -487,10 +487,11 @@ class ChunkStream:
 # =============================================================================================
 
 _END_IDS = frozenset({200002, 200007, 200012, 199999})
-_BOUNDARY_IDS = _END_IDS | {200006}
+_START_ID = 200006
+_BOUNDARY_IDS = _END_IDS | {_START_ID}
 _MESSAGE_ID = 200008
 #: <|start|>, <|channel|>, <|message|>, <|constrain|>
-_STRUCTURAL_IDS = frozenset({200006, 200005, 200008, 200003})
+_STRUCTURAL_IDS = frozenset({_START_ID, 200005, _MESSAGE_ID, 200003})
 
 
 class ParserTracker:
@@ -655,7 +656,7 @@ class ParserTracker:
         out += self._close_current()
         self._stray, self._stray_sent = lost, 0
         self._pending = []
-        if token == 200006 and self._factory is not None:
+        if token is not None and self._resyncs_at(token):
             out += self._resync(token)
         elif token is not None:
             self._stray.append(token)
@@ -664,11 +665,16 @@ class ParserTracker:
             out += self._stray_text(final=True)
         return out
 
+    def _resyncs_at(self, token: int) -> bool:
+        """Whether stray text ends at ``token``: a ``<|start|>``, when there is a parser
+        factory to start again with."""
+        return token == _START_ID and self._factory is not None
+
     def _resync(self, token: int) -> List[ParsedDelta]:
         """End the stray text and restart a fresh parser at this ``<|start|>``."""
         out = self._stray_text(final=True) + self._close_current()
         self._stray = None
-        assert self._factory is not None  # (both callers check)
+        assert self._factory is not None  # (callers check _resyncs_at)
         self.parser = self._factory()
         self._events = self._has_events(self.parser)
         self._base = self.n_done
@@ -684,7 +690,7 @@ class ParserTracker:
         """Feed one id; the parsed steps it produced."""
         token = int(token)
         if self._stray is not None:
-            if token == 200006 and self._factory is not None:
+            if self._resyncs_at(token):
                 return self._resync(token)
             self._stray.append(token)
             return self._stray_text()
