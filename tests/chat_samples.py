@@ -1,7 +1,8 @@
 """Shared by the HTTP server tests, in-process (tests/test_server.py) and in gateway mode over
 llama-server (tests/test_gateway.py): recorded gpt-oss completions for the replay mode, a tool,
 the ``replay`` fixture (over the importing module's ``engine`` fixture), the ``openai`` client
-of a test server, and the log-probability oracle (llama-cpp-python's logits, log-softmaxed here).
+of a test server, its ``/metrics`` read through prometheus_client's parser, and the
+log-probability oracle (llama-cpp-python's logits, log-softmaxed here).
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ def replay(engine: Any) -> Iterator[Callable[..., Any]]:
 
     yield set_replay
     engine.replay = None
+
+
+def metrics_of(url: str) -> List[Any]:
+    """Every sample of ``GET url/metrics``, parsed by prometheus_client."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(url + "/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    return [s for fam in text_string_to_metric_families(r.text) for s in fam.samples]
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with these labels."""
+    return sum(s.value for s in metrics_of(url) if s.name == name
+               and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def client(server: Any, key: str = "unused", **kw: Any) -> Any:

@@ -27,11 +27,10 @@ from typing import Any, Dict, List, Optional
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import llama_server_procs as procs
 from chat_samples import (AFTER_TOOL, FINAL, TOOL_CALL, USER, check_model_names, check_tool_call_then_final_turn, client,
-                          logprobs_both_ways, stream_text)
+                          logprobs_both_ways, metric, metrics_of, stream_text)
 from chat_samples import replay  # noqa: F401 - a fixture (over this module's engine fixture)
 from llama_harmony.engine import HarmonyEngine
 from llama_harmony.replay import Replay
@@ -74,18 +73,6 @@ def gateway(engine: HarmonyEngine, **config: Any) -> BackgroundServer:
     """A started server (``BackgroundServer``) over ``engine`` (stop it, or use ``with``)."""
     config.setdefault("model_name", MODEL)
     return BackgroundServer(create_app(engine, ServerConfig(**config))).start()
-
-
-def metrics_of(url: str) -> List[Any]:
-    """Every sample of ``GET url/metrics``, parsed by prometheus_client."""
-    r = httpx.get(url + "/metrics", timeout=30)
-    assert r.status_code == 200, r.text
-    return [s for fam in text_string_to_metric_families(r.text) for s in fam.samples]
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    return sum(s.value for s in metrics_of(url) if s.name == name
-               and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def per_upstream(url: str, name: str, replicas: List[procs.Proc]) -> Dict[str, float]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from chat_samples import metric
 from llama_harmony.engine import HarmonyEngine
 from llama_harmony.replay import Replay
 from llama_harmony.response_store import ResponseStore
@@ -167,6 +168,17 @@ def test_bad_requests_name_the_field(srv):
         with pytest.raises(openai.BadRequestError) as e:
             c.responses.create(model=MODEL, **kwargs)
         assert e.value.body["param"] == param, (kwargs, e.value.body)
+
+
+def test_token_timing_metrics_move(srv, replay):
+    names = ("llama_harmony_time_to_first_token_seconds_count", "llama_harmony_time_per_output_token_seconds_count")
+    before = {n: metric(srv.url, n) for n in names}
+    replay("<|channel|>final<|message|>" + "word " * 10 + "<|return|>")
+    r = client(srv).responses.create(model=MODEL, input="Talk.")
+    assert r.status == "completed"
+    # the first token as TTFT, every later one as a time between tokens
+    assert metric(srv.url, names[0]) == before[names[0]] + 1
+    assert metric(srv.url, names[1]) == before[names[1]] + r.usage.output_tokens - 1
 
 
 def test_max_output_tokens_gives_incomplete(srv, replay):

@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat_samples import (FINAL, USER, WEATHER, check_model_names, check_tool_call_then_final_turn, client,
-                          logprobs_both_ways)
+                          logprobs_both_ways, metric)
 from chat_samples import replay  # noqa: F401 - a fixture (over this module's engine fixture)
 from llama_harmony.engine import HarmonyEngine
 from llama_harmony.replay import Replay
@@ -93,15 +93,6 @@ def api_error(status, headers, data, expected: int) -> Dict[str, Any]:
     assert err["message"]
     return err
 
-
-def metric(s: BackgroundServer, name: str, **labels) -> float:
-    _, _, data = raw(s, "GET", "/metrics")
-    total = 0.0
-    for fam in text_string_to_metric_families(data.decode()):
-        for sample in fam.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def sse_events(data: bytes) -> List[Any]:
@@ -349,7 +340,7 @@ def test_abandoned_non_streaming_request_is_cancelled(srv, replay, engine):
     elapsed = _quick(srv, replay)
     assert time.perf_counter() - t < base + 1.0, "the abandoned request kept the model busy"
     assert elapsed < base + 1.0
-    assert metric(srv, "llama_harmony_generations_total", finish_reason="cancelled") >= 1
+    assert metric(srv.url, "llama_harmony_generations_total", finish_reason="cancelled") >= 1
 
 
 def test_queued_request_dropped_when_its_client_goes(srv, replay, engine):
@@ -368,7 +359,7 @@ def test_queued_request_dropped_when_its_client_goes(srv, replay, engine):
     deadline = time.monotonic() + 10
     while json.loads(raw(srv, "GET", "/health")[2])["in_flight"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    before = metric(srv, "llama_harmony_generations_total")
+    before = metric(srv.url, "llama_harmony_generations_total")
     with pytest.raises(httpx.ReadTimeout):  # waits behind the stream, then gives up
         httpx.post(srv.url + "/v1/chat/completions", json={"model": MODEL, "messages": USER, "max_tokens": 5},
                    timeout=httpx.Timeout(60, read=0.3))
@@ -379,7 +370,7 @@ def test_queued_request_dropped_when_its_client_goes(srv, replay, engine):
     t.join(60)
     assert done.is_set()
     time.sleep(0.2)
-    assert metric(srv, "llama_harmony_generations_total") == before + 1  # only the stream generated
+    assert metric(srv.url, "llama_harmony_generations_total") == before + 1  # only the stream generated
 
 
 def test_client_disconnect_mid_stream_stops_generation(srv, replay, engine):
@@ -462,21 +453,25 @@ def test_logprobs_match_llama_cpp(srv, replay, engine, enc, tiny_path):
 # ================================================================================================
 
 def test_metrics_parse_and_move(srv, replay):
-    before = {n: metric(srv, n) for n in ("llama_harmony_requests_total", "llama_harmony_completion_tokens_total",
+    before = {n: metric(srv.url, n) for n in ("llama_harmony_requests_total", "llama_harmony_completion_tokens_total",
                                           "llama_harmony_prompt_tokens_total",
-                                          "llama_harmony_time_to_first_token_seconds_count")}
-    repairs = metric(srv, "llama_harmony_parser_repairs_total", kind="stray_token")
+                                          "llama_harmony_time_to_first_token_seconds_count",
+                                          "llama_harmony_time_per_output_token_seconds_count")}
+    repairs = metric(srv.url, "llama_harmony_parser_repairs_total", kind="stray_token")
     # <|return|> right after <|end|> (vLLM #50690): a repair, not an error.
     replay("<|channel|>final<|message|>Hi<|end|><|return|>")
     r = client(srv).chat.completions.create(model=MODEL, messages=USER)
     assert r.choices[0].message.content == "Hi"
-    assert metric(srv, "llama_harmony_requests_total") > before["llama_harmony_requests_total"]
-    assert metric(srv, "llama_harmony_completion_tokens_total") >= before["llama_harmony_completion_tokens_total"] + 4
-    assert metric(srv, "llama_harmony_prompt_tokens_total") > before["llama_harmony_prompt_tokens_total"]
-    assert metric(srv, "llama_harmony_time_to_first_token_seconds_count") == \
+    assert metric(srv.url, "llama_harmony_requests_total") > before["llama_harmony_requests_total"]
+    assert metric(srv.url, "llama_harmony_completion_tokens_total") >= before["llama_harmony_completion_tokens_total"] + 4
+    assert metric(srv.url, "llama_harmony_prompt_tokens_total") > before["llama_harmony_prompt_tokens_total"]
+    assert metric(srv.url, "llama_harmony_time_to_first_token_seconds_count") == \
         before["llama_harmony_time_to_first_token_seconds_count"] + 1
-    assert metric(srv, "llama_harmony_parser_repairs_total", kind="stray_token") == repairs + 1
-    assert metric(srv, "llama_harmony_requests_total", endpoint="/v1/chat/completions", status="200") >= 1
+    # one time between tokens per token after the first (the first token is timed once, as TTFT)
+    assert metric(srv.url, "llama_harmony_time_per_output_token_seconds_count") == \
+        before["llama_harmony_time_per_output_token_seconds_count"] + r.usage.completion_tokens - 1
+    assert metric(srv.url, "llama_harmony_parser_repairs_total", kind="stray_token") == repairs + 1
+    assert metric(srv.url, "llama_harmony_requests_total", endpoint="/v1/chat/completions", status="200") >= 1
     _, headers, data = raw(srv, "GET", "/metrics")
     names = {f.name for f in text_string_to_metric_families(data.decode())}
     assert {"llama_harmony_queue_length", "llama_harmony_time_per_output_token_seconds",

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from .builtins import is_builtin_recipient, run_builtin
 from .errors import ApiError, from_exception
 from .schemas import BUILTIN_TOOL_TYPES, ChatCompletionRequest
-from .state import ServerState, Usage, run_until_disconnect, sse_event
+from .state import ServerState, TokenTiming, Usage, run_until_disconnect, sse_event
 
 __all__ = ["chat_completions", "sampling_kwargs"]
 
@@ -44,25 +44,6 @@ def sampling_kwargs(body: ChatCompletionRequest) -> Dict[str, Any]:
 
         raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs", code="invalid_value")
     return kw
-
-
-class _Timing:
-    """Time to first token and time per token, for the metrics."""
-
-    def __init__(self, server: ServerState, start: float):
-        self.server = server
-        self.start = start
-        self.last: Optional[float] = None
-
-    def tick(self, event: Any) -> None:
-        if event.token is None:
-            return
-        now = time.perf_counter()
-        if self.last is None:
-            self.server.metrics.ttft.observe(now - self.start)
-        else:
-            self.server.metrics.tpot.observe(now - self.last)
-        self.last = now
 
 
 def _record(server: ServerState, request: Request, req: Any, ending: str, run: Optional["_Rounds"] = None) -> None:
@@ -115,7 +96,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     turn = req.turn
     server.track(turn)
     events = turn.aevents()
-    timing = _Timing(server, start)
+    timing = TokenTiming(server, start)
     try:
         first = await run_until_disconnect(request, events.__anext__())
     except Exception as exc:  # noqa: BLE001 - the generation could not start
@@ -128,7 +109,6 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
         await events.aclose()
         _record(server, request, req, "cancelled")
         return Response(status_code=499)
-    timing.tick(first)
     run = _Rounds(server, req, messages, convert, builtins, timing)
 
     if body.stream:
@@ -203,7 +183,7 @@ class _Rounds:
     holds the reasoning and the answer). Usage adds up every generation."""
 
     def __init__(self, server: ServerState, req: Any, messages: List[Dict[str, Any]], convert: Dict[str, Any],
-                 builtins: List[str], timing: "_Timing"):
+                 builtins: List[str], timing: TokenTiming):
         self.server = server
         self.req = req
         self.turn = req.turn

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, AsyncIterator, Dict, List
 
 from starlette.requests import Request
@@ -31,7 +32,7 @@ from ..sampling import SamplingParams
 from .builtins import run_builtin
 from .errors import ApiError, from_exception
 from .schemas import ResponseRequest
-from .state import ServerState, Usage, run_until_disconnect
+from .state import ServerState, TokenTiming, Usage, run_until_disconnect
 
 __all__ = ["ResponsesRuntime", "create_response", "get_response", "delete_response"]
 
@@ -80,8 +81,9 @@ class _Run:
     """One response: its generations, the built-in tool calls between them, its events."""
 
     def __init__(self, server: ServerState, runtime: ResponsesRuntime, body: ResponseRequest, prepared: Any,
-                 stream: Any, session: Any):
+                 stream: Any, session: Any, timing: TokenTiming):
         self.server = server
+        self.timing = timing
         self.engine = server.engine
         self.runtime = runtime
         self.body = body
@@ -139,6 +141,7 @@ class _Run:
                 if first:
                     self.server.release_on_finish(turn)
                     first = False
+                self.timing.tick(event)
                 if event.token is None:
                     final = event.deltas
                     continue
@@ -231,6 +234,7 @@ async def create_response(request: Request, body: ResponseRequest) -> Response:
     from ..openai_responses import ChainState, ResponseStream, responses_to_conversation
 
     server: ServerState = request.app.state.server
+    start = time.perf_counter()
     server.check_open()
     server.check_model(body.model)
     runtime = _runtime(server)
@@ -261,7 +265,7 @@ async def create_response(request: Request, body: ResponseRequest) -> Response:
         except ValueError:
             session = BrowserSession(runtime.browser_backend)
     rs = ResponseStream(server.config.model_name, request=raw, builtin_tools=prepared.builtin_tools)
-    run = _Run(server, runtime, body, prepared, rs, session)
+    run = _Run(server, runtime, body, prepared, rs, session, TokenTiming(server, start))
     turn = await run_until_disconnect(request, run.next_turn())
     if turn is None:
         return Response(status_code=499)

@@ -15,10 +15,32 @@ from .errors import ApiError
 from .gate import ModelGate
 from .metrics import Metrics
 
-__all__ = ["ServerConfig", "ServerState", "Usage", "wait_for_disconnect", "run_until_disconnect", "sse_event"]
+__all__ = ["ServerConfig", "ServerState", "TokenTiming", "Usage", "wait_for_disconnect", "run_until_disconnect",
+           "sse_event"]
 
 log = logging.getLogger("llama_harmony.server")
 T = TypeVar("T")
+
+
+class TokenTiming:
+    """Time to first token and time between tokens of one request, for the metrics: every
+    sampled id of every generation is ticked once (the first as TTFT, from ``start``)."""
+
+    def __init__(self, server: "ServerState", start: float):
+        self.server = server
+        self.start = start
+        self.last: Optional[float] = None
+
+    def tick(self, event: Any) -> None:
+        """Note one of the engine's turn events (the final event, ``token=None``, is not a token)."""
+        if event.token is None:
+            return
+        now = time.perf_counter()
+        if self.last is None:
+            self.server.metrics.ttft.observe(now - self.start)
+        else:
+            self.server.metrics.tpot.observe(now - self.last)
+        self.last = now
 
 
 @dataclass
