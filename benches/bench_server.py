@@ -1,7 +1,7 @@
 """Server benchmark: what the HTTP stack costs per generated token.
 
-The same completion of 400 words, ~800 tokens (replayed through real llama.cpp on the tiny gpt-oss model, so
-every run evaluates the same ids) is streamed
+The same completion of 400 words, ~800 tokens (replayed through real llama.cpp on the tiny
+gpt-oss model, so every run evaluates the same ids) is streamed
 
 * straight from the engine (``HarmonyEngine.create_chat_completion(stream=True)``, no HTTP);
 * through the FastAPI/uvicorn server with the official ``openai`` client;
