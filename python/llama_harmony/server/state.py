@@ -27,6 +27,7 @@ class TokenTiming:
     sampled id of every generation is ticked once (the first as TTFT, from ``start``)."""
 
     def __init__(self, server: "ServerState", start: float):
+        """Timing for one request of ``server`` that arrived at ``start`` (``time.perf_counter()``)."""
         self.server = server
         self.start = start
         self.last: Optional[float] = None
